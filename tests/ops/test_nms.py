@@ -1,0 +1,198 @@
+"""The NMS family against plain-Python references, per-class loops and hand examples."""
+
+import importlib
+import math
+
+import pytest
+import torch
+import torchvision
+
+from detkit.ops import (
+    batched_diou_nms,
+    batched_nms,
+    batched_nms_by_kind,
+    cluster_nms,
+    diou_nms,
+    nms,
+    soft_nms,
+)
+
+# the module (the package attribute "nms" is the function of the same name)
+nms_module = importlib.import_module("detkit.ops.nms")
+SEEDS = range(10)
+THRESHOLDS = [0.2, 0.5, 0.8]
+
+
+def clustered(n: int, seed: int, objects: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes jittered around a few objects, so that many pairs overlap."""
+    g = torch.Generator().manual_seed(seed)
+    base_xy = torch.rand(objects, 2, generator=g) * 200
+    base_wh = torch.rand(objects, 2, generator=g) * 60 + 5
+    pick = torch.randint(0, objects, (n,), generator=g)
+    wh = base_wh[pick] * (1 + 0.25 * torch.randn(n, 2, generator=g)).clamp(min=0.3)
+    xy = base_xy[pick] + 0.2 * base_wh[pick] * torch.randn(n, 2, generator=g)
+    return torch.cat([xy, xy + wh], dim=1), torch.rand(n, generator=g)
+
+
+def ref_criterion(a: list[float], b: list[float], diou: bool, beta: float = 1.0) -> float:
+    """IoU, or IoU - (rho^2 / c^2)^beta, of two xyxy boxes in plain Python floats."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    inter = iw * ih if (iw > 0.0 and ih > 0.0) else 0.0
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    iou = inter / union if union > 0.0 else 0.0
+    if not diou:
+        return iou
+    cw = max(a[2], b[2]) - min(a[0], b[0])
+    ch = max(a[3], b[3]) - min(a[1], b[1])
+    c2 = cw * cw + ch * ch
+    dx = (a[0] + a[2]) - (b[0] + b[2])
+    dy = (a[1] + a[3]) - (b[1] + b[3])
+    rho2 = (dx * dx + dy * dy) / 4.0
+    return iou - ((rho2 / c2) ** beta if c2 > 0.0 else 0.0)
+
+
+def ref_greedy(boxes, scores, threshold, diou, beta=1.0, classes=None) -> list[int]:
+    """Textbook greedy NMS: keep the best remaining box, drop those it suppresses."""
+    b, s = boxes.tolist(), scores.tolist()
+    c = classes.tolist() if classes is not None else [0] * len(s)
+    order = sorted(range(len(s)), key=lambda i: -s[i])  # stable: ties keep index order
+    keep: list[int] = []
+    alive = set(order)
+    for i in order:
+        if i not in alive:
+            continue
+        keep.append(i)
+        for j in list(alive):
+            if j != i and c[j] == c[i] and ref_criterion(b[i], b[j], diou, beta) > threshold:
+                alive.discard(j)
+        alive.discard(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_nms_and_diou_nms_equal_reference(seed, threshold):
+    boxes, scores = clustered(150, seed)
+    assert nms(boxes, scores, threshold).tolist() == ref_greedy(boxes, scores, threshold, False)
+    expected = ref_greedy(boxes, scores, threshold, True)
+    assert diou_nms(boxes, scores, threshold).tolist() == expected
+    # the pure-torch matrix path (used on CUDA and without numba) agrees exactly
+    assert cluster_nms(boxes, scores, threshold, kind="diou").tolist() == expected
+    assert (
+        cluster_nms(boxes, scores, threshold, kind="iou").tolist()
+        == nms(boxes, scores, threshold).tolist()
+    )
+
+
+@pytest.mark.parametrize("beta", [0.6, 1.0, 1.4])
+def test_diou_nms_beta(beta):
+    boxes, scores = clustered(120, 3)
+    assert diou_nms(boxes, scores, 0.4, beta=beta).tolist() == ref_greedy(
+        boxes, scores, 0.4, True, beta
+    )
+
+
+def test_diou_keeps_separated_box_that_nms_drops():
+    # A = (0,0,10,10) and B = (0,0,10,10) shifted: B = (4,0,14,10): inter 6*10 = 60,
+    # union 140, IoU = 3/7 = 0.4286 > 0.4 so NMS(0.4) drops B. Centres (5,5) and (9,5):
+    # rho^2 = 16; enclosing (0,0,14,10): c^2 = 196 + 100 = 296; DIoU = 0.4286 - 0.0541
+    # = 0.3745 < 0.4, so DIoU-NMS keeps B.
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 14.0, 10.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert nms(boxes, scores, 0.4).tolist() == [0]
+    assert diou_nms(boxes, scores, 0.4).tolist() == [0, 1]
+    assert 3 / 7 - 16 / 296 == pytest.approx(0.37452, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_batched_forms_equal_per_class_loops(seed, threshold):
+    boxes, scores = clustered(160, seed)
+    idxs = torch.randint(0, 3, (160,), generator=torch.Generator().manual_seed(seed))
+    for batched, single in ((batched_nms, nms), (batched_diou_nms, diou_nms)):
+        kept = []
+        for c in idxs.unique():
+            m = torch.where(idxs == c)[0]
+            kept += m[single(boxes[m], scores[m], threshold)].tolist()
+        kept.sort(key=lambda i: -scores[i].item())
+        assert batched(boxes, scores, idxs, threshold).tolist() == kept
+    expected = ref_greedy(boxes, scores, threshold, True, classes=idxs)
+    assert cluster_nms(boxes, scores, threshold, kind="diou", idxs=idxs).tolist() == expected
+
+
+def test_soft_nms_hand_worked():
+    # A = (0,0,10,10) s .9; B = (0,0,10,5) s .85: IoU(A, B) = 50 / 100 = 0.5;
+    # C = (20,20,30,30) s .8 overlaps nothing.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]])
+    scores = torch.tensor([0.9, 0.85, 0.8])
+    keep, new = soft_nms(boxes, scores, method="gaussian", sigma=0.5)
+    # gaussian: B -> 0.85 * exp(-0.5^2 / 0.5) = 0.85 * exp(-0.5) = 0.515551
+    assert keep.tolist() == [0, 2, 1]
+    torch.testing.assert_close(new, torch.tensor([0.9, 0.8, 0.85 * math.exp(-0.5)]))
+    keep, new = soft_nms(boxes, scores, method="linear", iou_threshold=0.3)
+    # linear: IoU 0.5 > 0.3, B -> 0.85 * (1 - 0.5) = 0.425
+    assert keep.tolist() == [0, 2, 1]
+    torch.testing.assert_close(new, torch.tensor([0.9, 0.8, 0.425]))
+    # a score threshold of 0.5 removes the decayed B
+    keep, new = soft_nms(boxes, scores, method="linear", iou_threshold=0.3, score_threshold=0.5)
+    assert keep.tolist() == [0, 2]
+
+
+def test_soft_nms_linear_below_threshold_is_hard_free():
+    # IoU 0.5 below a linear threshold of 0.6 leaves scores unchanged
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5]])
+    keep, new = soft_nms(boxes, torch.tensor([0.9, 0.85]), method="linear", iou_threshold=0.6)
+    assert keep.tolist() == [0, 1] and new.tolist() == pytest.approx([0.9, 0.85])
+
+
+def test_soft_nms_batched_keeps_classes_apart():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5]])
+    scores = torch.tensor([0.9, 0.85])
+    keep, new = soft_nms(boxes, scores, idxs=torch.tensor([1, 2]))
+    assert keep.tolist() == [0, 1] and new.tolist() == pytest.approx([0.9, 0.85])
+
+
+@pytest.mark.parametrize("kind", ["nms", "diou_nms", "soft_nms", "cluster_nms"])
+def test_dispatcher_and_empty_input(kind):
+    empty = torch.zeros(0, 4)
+    keep, sc = batched_nms_by_kind(empty, torch.zeros(0), torch.zeros(0, dtype=torch.long), kind)
+    assert keep.dtype == torch.int64 and keep.numel() == 0 and sc.numel() == 0
+    boxes, scores = clustered(80, 11)
+    idxs = torch.zeros(80, dtype=torch.long)
+    keep, sc = batched_nms_by_kind(boxes, scores, idxs, kind, 0.5)
+    assert torch.all(sc[:-1] >= sc[1:])
+    if kind in ("nms", "cluster_nms"):
+        assert keep.tolist() == torchvision.ops.nms(boxes, scores, 0.5).tolist()
+    if kind == "diou_nms":
+        assert keep.tolist() == ref_greedy(boxes, scores, 0.5, True)
+
+
+def test_errors_and_inputs_untouched():
+    boxes, scores = clustered(30, 1)
+    b0, s0 = boxes.clone(), scores.clone()
+    diou_nms(boxes, scores, 0.5)
+    soft_nms(boxes, scores)
+    assert torch.equal(boxes, b0) and torch.equal(scores, s0)
+    with pytest.raises(ValueError, match="unknown NMS kind"):
+        batched_nms_by_kind(boxes, scores, torch.zeros(30, dtype=torch.long), "fast_nms")
+    with pytest.raises(ValueError, match="scores must be"):
+        diou_nms(boxes, scores[:5], 0.5)
+    with pytest.raises(ValueError, match="unknown soft_nms method"):
+        soft_nms(boxes, scores, method="hard")
+
+
+def test_torch_fallback_without_numba(monkeypatch):
+    monkeypatch.setattr(nms_module, "HAVE_NUMBA", False)
+    boxes, scores = clustered(100, 4)
+    assert diou_nms(boxes, scores, 0.5).tolist() == ref_greedy(boxes, scores, 0.5, True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_paths_match_cpu():
+    boxes, scores = clustered(300, 2)
+    cpu = diou_nms(boxes, scores, 0.5)
+    gpu = diou_nms(boxes.cuda(), scores.cuda(), 0.5)
+    assert gpu.is_cuda and gpu.cpu().tolist() == cpu.tolist()
+    keep, _ = soft_nms(boxes.cuda(), scores.cuda())
+    assert keep.is_cuda
