@@ -1,0 +1,62 @@
+"""Detection backbones returning ``OrderedDict(c3, c4, c5)`` feature maps (strides 8/16/32).
+
+Every backbone exposes ``out_channels: dict[str, int]`` and ``strides: dict[str, int]`` keyed
+``"c3"``, ``"c4"``, ``"c5"``. ``build_backbone(name, **kw)`` maps a config name to a constructor:
+
+* ``"snet49"``, ``"snet146"``, ``"snet535"`` -> :class:`SNet` (kw: ``weights_path``);
+* ``"resnet18"``, ``"resnet50"``, ``"mobilenet_v3_large"`` -> :class:`TorchvisionBackbone`
+  (kw: ``weights_path``, ``trainable_layers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from torch import nn
+
+from detkit.models.backbones.snet import SNet, build_snet, snet49, snet146, snet535
+from detkit.models.backbones.torchvision_wrappers import (
+    TORCHVISION_BACKBONES,
+    TorchvisionBackbone,
+)
+
+__all__ = [
+    "BACKBONES",
+    "SNet",
+    "TorchvisionBackbone",
+    "build_backbone",
+    "build_snet",
+    "snet49",
+    "snet146",
+    "snet535",
+]
+
+
+def _registry() -> dict[str, Callable[..., nn.Module]]:
+    """Name -> constructor table; refuses duplicate names."""
+    table: dict[str, Callable[..., nn.Module]] = {}
+    entries: list[tuple[str, Callable[..., nn.Module]]] = [
+        ("snet49", snet49),
+        ("snet146", snet146),
+        ("snet535", snet535),
+    ]
+    entries += [(n, partial(TorchvisionBackbone, n)) for n in TORCHVISION_BACKBONES]
+    for name, fn in entries:
+        if name in table:
+            raise RuntimeError(f"duplicate backbone name {name!r}")
+        table[name] = fn
+    return table
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = _registry()
+
+
+def build_backbone(name: str, **kw: object) -> nn.Module:
+    """Build the backbone called ``name`` with keyword arguments ``kw``.
+
+    Raises ``ValueError`` naming the valid choices for an unknown ``name``.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {sorted(BACKBONES)}")
+    return BACKBONES[name](**kw)

@@ -1,0 +1,89 @@
+"""Tests for detkit.models.necks.cem (ThunderNet Context Enhancement Module)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from detkit.models.backbones import snet49
+from detkit.models.necks import CEM, build_neck
+
+
+def _set(conv: torch.nn.Conv2d, weight: float, bias: float) -> None:
+    with torch.no_grad():
+        conv.weight.fill_(weight)
+        conv.bias.fill_(bias)
+
+
+def test_channels_and_size_on_snet49() -> None:
+    net = snet49().eval()
+    cem = CEM(net.out_channels["c4"], net.out_channels["c5"]).eval()
+    with torch.no_grad():
+        out = cem(net(torch.rand(1, 3, 320, 320)))
+    assert list(out) == ["p4"]
+    assert out["p4"].shape == (1, 245, 20, 20)  # 245 channels at C4's 320 / 16 = 20
+    assert cem.out_channels == 245 and cem.strides == [16]
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_odd_sizes_follow_c4(mode: str) -> None:
+    cem = CEM(8, 16, out_channels=12, upsample=mode)
+    feats = {"c4": torch.randn(2, 8, 21, 19), "c5": torch.randn(2, 16, 11, 10)}
+    assert cem(feats)["p4"].shape == (2, 12, 21, 19)
+
+
+def test_gap_branch_adds_a_constant_per_channel() -> None:
+    cem = CEM(1, 2, out_channels=3)
+    _set(cem.conv_c4, 0.0, 0.0)
+    _set(cem.conv_c5, 0.0, 0.0)
+    _set(cem.conv_glb, 1.0, 0.5)
+    c5 = torch.stack([torch.arange(4.0).reshape(2, 2), torch.full((2, 2), 2.0)])[None]
+    feats = {"c4": torch.randn(1, 1, 4, 4), "c5": c5}
+    # GAP: channel 0 mean(0, 1, 2, 3) = 1.5, channel 1 = 2; conv of ones: 1.5 + 2 + 0.5 = 4
+    out = cem(feats)["p4"]
+    assert torch.all(out == 4.0)
+
+
+def test_three_branches_summed_nearest() -> None:
+    cem = CEM(1, 1, out_channels=1)
+    _set(cem.conv_c4, 2.0, 0.0)
+    _set(cem.conv_c5, 1.0, 0.0)
+    _set(cem.conv_glb, 1.0, 0.0)
+    c4 = torch.ones(1, 1, 4, 4)
+    c5 = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    out = cem({"c4": c4, "c5": c5})["p4"][0, 0]
+    # 2 * 1 (C4) + nearest 2x copy of C5 + mean(C5) = 2.5
+    expected = (
+        torch.tensor(
+            [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [3.0, 3.0, 4.0, 4.0], [3.0, 3.0, 4.0, 4.0]]
+        )
+        + 2.0
+        + 2.5
+    )
+    assert torch.equal(out, expected)
+
+
+def test_bilinear_by_hand() -> None:
+    cem = CEM(1, 1, out_channels=1, upsample="bilinear")
+    _set(cem.conv_c4, 0.0, 0.0)
+    _set(cem.conv_c5, 1.0, 0.0)
+    _set(cem.conv_glb, 0.0, 0.0)
+    c5 = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    out = cem({"c4": torch.zeros(1, 1, 4, 4), "c5": c5})["p4"][0, 0]
+    # half-pixel mapping: output 0 -> source -0.25 (clamped to 0), output 1 -> source 0.25
+    assert out[0, 0] == 1.0
+    # (1,1): 0.75*0.75*1 + 0.75*0.25*2 + 0.25*0.75*3 + 0.25*0.25*4 = 1.75
+    torch.testing.assert_close(out[1, 1], torch.tensor(1.75))
+
+
+def test_errors_and_builder() -> None:
+    with pytest.raises(ValueError, match="upsample"):
+        CEM(8, 8, upsample="bicubic")
+    cem = build_neck("cem", c4_channels=8, c5_channels=16)
+    assert isinstance(cem, CEM) and cem.out_channels == 245
+    with pytest.raises(KeyError, match="c5"):
+        cem(OrderedDict([("c4", torch.randn(1, 8, 4, 4))]))
+    with pytest.raises(ValueError, match="channels"):
+        cem({"c4": torch.randn(1, 8, 4, 4), "c5": torch.randn(1, 8, 2, 2)})
