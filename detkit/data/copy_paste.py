@@ -1,0 +1,387 @@
+"""Small-object copy-paste augmentation (Kisantal et al. 2019, "Augmentation for small object
+detection"), box-level, at training time.
+
+Small objects (box area below ``max_area`` pixels^2 at the training resolution; default the
+COCO "small" bucket 32^2) are cut out as box crops (or through their binary mask when the target
+has ``masks`` uint8 [N, H, W]) and pasted ``num_copies`` times each, with scale jitter and
+optional rotation, at random positions whose IoU with every existing box stays <= max_overlap.
+Sources: the same image ("self") or a :class:`SmallObjectBank` of crops from the training set.
+Everything is numpy slicing plus cv2 resize/warp on the small crops, so the cost per image is
+a fraction of a JPEG decode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detkit.data.transforms import WorkerRng
+
+COCO_SMALL_AREA = 32.0 * 32.0
+
+
+@dataclass(frozen=True)
+class ObjectPatch:
+    """One object crop: pixels uint8 [h, w, C], its label, and an optional binary mask [h, w]."""
+
+    pixels: np.ndarray
+    label: int
+    mask: np.ndarray | None = None
+
+
+def small_object_indices(boxes: np.ndarray, max_area: float, min_side: float = 2.0) -> np.ndarray:
+    """Indices of xyxy boxes [N, 4] with area < max_area and both sides >= min_side."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return np.nonzero((w * h < max_area) & (w >= min_side) & (h >= min_side))[0]
+
+
+def pixel_box(box: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """Integer pixel extent (floor x1/y1, ceil x2/y2) of an xyxy box, clipped to the image."""
+    x1, y1 = max(0, math.floor(box[0])), max(0, math.floor(box[1]))
+    x2, y2 = min(width, math.ceil(box[2])), min(height, math.ceil(box[3]))
+    return x1, y1, x2, y2
+
+
+def crop_object(
+    image: np.ndarray, box: np.ndarray, label: int, mask: np.ndarray | None = None
+) -> ObjectPatch | None:
+    """Crop the pixels (and mask) inside ``box`` (xyxy, pixels); None when the crop is empty."""
+    x1, y1, x2, y2 = pixel_box(box, image.shape[0], image.shape[1])
+    if x2 <= x1 or y2 <= y1:
+        return None
+    crop_mask = None if mask is None else (mask[y1:y2, x1:x2] > 0).astype(np.uint8)
+    return ObjectPatch(image[y1:y2, x1:x2].copy(), int(label), crop_mask)
+
+
+def jitter_patch(patch: ObjectPatch, scale: float, angle: float) -> ObjectPatch:
+    """Resize ``patch`` by ``scale`` and rotate it by ``angle`` degrees (cv2, bilinear).
+
+    After a rotation the patch carries a mask (the rotated object mask, or the rotated box
+    when there was none), cropped to its tight extent, so corners are not pasted.
+    """
+    pixels, mask = patch.pixels, patch.mask
+    h, w = pixels.shape[:2]
+    if scale != 1.0:
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        pixels = cv2.resize(pixels, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if mask is not None:
+            mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        h, w = nh, nw
+    if angle != 0.0:
+        rad = math.radians(angle)
+        cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
+        ow = max(1, math.ceil(w * cos + h * sin - 1e-6))
+        oh = max(1, math.ceil(w * sin + h * cos - 1e-6))
+        # rotate about the pixel-centre middle, moved to the middle of the larger canvas
+        rot = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+        rot[0, 2] += (ow - w) / 2.0
+        rot[1, 2] += (oh - h) / 2.0
+        base = np.ones((h, w), np.uint8) if mask is None else mask
+        pixels = cv2.warpAffine(pixels, rot, (ow, oh), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpAffine(base, rot, (ow, oh), flags=cv2.INTER_NEAREST)
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        if len(rows) == 0:
+            return ObjectPatch(pixels[:1, :1], patch.label, np.ones((1, 1), np.uint8))
+        sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        pixels, mask = pixels[sl], mask[sl]
+    return ObjectPatch(np.ascontiguousarray(pixels), patch.label, mask)
+
+
+def box_ious(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of candidate xyxy boxes [K, 4] against boxes [E, 4] -> [K, E] (numpy)."""
+    if len(boxes) == 0:
+        return np.zeros((len(box), 0), np.float32)
+    lt = np.maximum(box[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(box[:, None, 2:], boxes[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def find_position(
+    rng: np.random.Generator,
+    patch_hw: tuple[int, int],
+    region_hw: tuple[int, int],
+    existing: np.ndarray,
+    max_overlap: float,
+    tries: int,
+) -> tuple[int, int] | None:
+    """Top-left (x, y) for a patch inside the region whose IoU with ``existing`` is <= max_overlap.
+
+    ``max_overlap == 0`` means no intersection at all. All ``tries`` candidates are drawn at
+    once and the first valid one wins; None when no candidate fits.
+    """
+    ph, pw = patch_hw
+    rh, rw = region_hw
+    if ph > rh or pw > rw or tries <= 0:
+        return None
+    xs = rng.integers(0, rw - pw + 1, size=tries)
+    ys = rng.integers(0, rh - ph + 1, size=tries)
+    if len(existing) == 0:
+        return int(xs[0]), int(ys[0])
+    ex = np.asarray(existing, dtype=np.float32)
+    x1, y1 = xs[:, None].astype(np.float32), ys[:, None].astype(np.float32)
+    iw = np.minimum(x1 + pw, ex[:, 2]) - np.maximum(x1, ex[:, 0])
+    ih = np.minimum(y1 + ph, ex[:, 3]) - np.maximum(y1, ex[:, 1])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    if max_overlap > 0:
+        areas = (ex[:, 2] - ex[:, 0]) * (ex[:, 3] - ex[:, 1])
+        ok = (inter <= max_overlap * (pw * ph + areas - inter)).all(axis=1)
+    else:
+        ok = ~(inter > 0).any(axis=1)
+    hits = np.flatnonzero(ok)
+    return None if len(hits) == 0 else (int(xs[hits[0]]), int(ys[hits[0]]))
+
+
+def edge_alpha(height: int, width: int, feather: int) -> np.ndarray:
+    """Alpha [h, w] float32 rising linearly from the border over ``feather`` pixels (1 inside)."""
+    ramp_x = np.minimum(np.arange(width) + 1, width - np.arange(width)) / (feather + 1)
+    ramp_y = np.minimum(np.arange(height) + 1, height - np.arange(height)) / (feather + 1)
+    return np.clip(np.minimum(ramp_y[:, None], ramp_x[None, :]), 0, 1).astype(np.float32)
+
+
+def paste_alpha(patch: ObjectPatch, feather: int) -> np.ndarray | None:
+    """Blending alpha [h, w] for a patch; None means a plain copy of the whole crop."""
+    h, w = patch.pixels.shape[:2]
+    if patch.mask is None:
+        return None if feather <= 0 else edge_alpha(h, w, feather)
+    alpha = (patch.mask > 0).astype(np.float32)
+    if feather > 0:
+        alpha = alpha * edge_alpha(h, w, feather)
+    return alpha
+
+
+def blend_into(image: np.ndarray, patch: ObjectPatch, x: int, y: int, feather: int) -> None:
+    """Write ``patch`` into ``image`` (a private copy) at top-left (x, y)."""
+    h, w = patch.pixels.shape[:2]
+    alpha = paste_alpha(patch, feather)
+    region = image[y : y + h, x : x + w]
+    if alpha is None:
+        region[...] = patch.pixels
+        return
+    a = alpha[..., None] if patch.pixels.ndim == 3 else alpha
+    mixed = region.astype(np.float32) * (1.0 - a) + patch.pixels.astype(np.float32) * a
+    region[...] = np.clip(np.rint(mixed), 0, 255).astype(image.dtype)
+
+
+class SmallObjectBank:
+    """A bank of small-object crops (ObjectPatch) collected from a training set."""
+
+    def __init__(self, patches: Sequence[ObjectPatch]) -> None:
+        self.patches = list(patches)
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        max_area: float = COCO_SMALL_AREA,
+        max_items: int = 1000,
+        seed: int = 0,
+        input_size: int | None = None,
+    ) -> SmallObjectBank:
+        """Collect up to ``max_items`` small-object crops via ``dataset.load_raw(i)``.
+
+        Images are visited in a seeded random order. With ``input_size`` set, each image is
+        scaled like the letterbox (s = input_size / max(h, w)): areas are compared and crops
+        stored at that training resolution; otherwise at the raw resolution.
+        """
+        rng = np.random.default_rng(seed)
+        patches: list[ObjectPatch] = []
+        for idx in rng.permutation(len(dataset)):
+            image, target = dataset.load_raw(int(idx))
+            s = 1.0 if input_size is None else input_size / max(image.shape[:2])
+            boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+            masks = target.get("masks")
+            for j in small_object_indices(boxes * s, max_area):
+                mask = None if masks is None else np.asarray(masks[j])
+                patch = crop_object(image, boxes[j], int(target["labels"][j]), mask)
+                if patch is not None:
+                    patches.append(jitter_patch(patch, s, 0.0) if s != 1.0 else patch)
+                if len(patches) >= max_items:
+                    return cls(patches)
+        return cls(patches)
+
+
+class SmallObjectCopyPaste:
+    """Paste copies of small objects into an image; a transforms-contract callable.
+
+    Args:
+        max_area: an object is small when its box area (pixels^2, at this image's resolution)
+            is below this (default 32^2, the COCO small bucket).
+        num_copies: copies pasted per chosen object (Kisantal et al. paste several).
+        max_objects: distinct small objects chosen per image; None -> every small object of
+            the image for source "self", one bank patch for source "bank".
+        scale_jitter: each copy is resized by U(1 - j, 1 + j) (default +-20%).
+        rotation: each copy is rotated by U(-rotation, rotation) degrees (0 disables).
+        max_overlap: largest IoU allowed with any existing (or already pasted / ignore) box;
+            0 forbids any intersection.
+        max_tries: random positions tried per copy; copies that do not fit are counted
+            in ``failed_placements``.
+        source: "self" or "bank" (then ``bank`` is required).
+        feather: width in pixels of a soft alpha edge (0 = hard copy).
+        p: probability of applying to an image.
+        seed: seed of the (per worker) random stream.
+    """
+
+    def __init__(
+        self,
+        max_area: float = COCO_SMALL_AREA,
+        num_copies: int = 3,
+        max_objects: int | None = None,
+        scale_jitter: float = 0.2,
+        rotation: float = 0.0,
+        max_overlap: float = 0.0,
+        max_tries: int = 20,
+        source: str = "self",
+        bank: SmallObjectBank | None = None,
+        feather: int = 0,
+        p: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        if source not in ("self", "bank"):
+            raise ValueError(f"source must be 'self' or 'bank', got {source!r}")
+        if source == "bank" and (bank is None or len(bank) == 0):
+            raise ValueError("source='bank' needs a non-empty SmallObjectBank")
+        if not 0.0 <= scale_jitter < 1.0 or num_copies < 0 or not 0.0 <= max_overlap <= 1.0:
+            raise ValueError("need 0 <= scale_jitter < 1, num_copies >= 0, 0 <= max_overlap <= 1")
+        self.max_area, self.num_copies, self.max_objects = max_area, num_copies, max_objects
+        self.scale_jitter, self.rotation, self.max_overlap = scale_jitter, rotation, max_overlap
+        self.max_tries, self.source, self.bank = max_tries, source, bank
+        self.feather, self.p = feather, p
+        self.rng = WorkerRng(seed)
+        self.pasted = 0
+        self.failed_placements = 0
+
+    def _choose_patches(
+        self, rng: np.random.Generator, image: np.ndarray, target: dict
+    ) -> list[ObjectPatch]:
+        if self.source == "bank":
+            assert self.bank is not None
+            count = 1 if self.max_objects is None else self.max_objects
+            picks = rng.integers(0, len(self.bank), size=count)
+            return [self.bank.patches[int(i)] for i in picks]
+        boxes = np.asarray(target.get("boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+        small = small_object_indices(boxes, self.max_area)
+        if self.max_objects is not None and len(small) > self.max_objects:
+            small = rng.choice(small, size=self.max_objects, replace=False)
+        masks = target.get("masks")
+        labels = np.asarray(target.get("labels", np.zeros(len(boxes))), dtype=np.int64)
+        out = []
+        for j in small:
+            mask = None if masks is None else np.asarray(masks[j])
+            patch = crop_object(image, boxes[j], int(labels[j]), mask)
+            if patch is not None:
+                out.append(patch)
+        return out
+
+    def _region(self, image: np.ndarray, target: dict) -> tuple[int, int]:
+        """Height and width of the non-padded image content (letterbox pads right/bottom)."""
+        h, w = image.shape[:2]
+        if "orig_size" in target and "img_scale" in target:
+            oh, ow = target["orig_size"]
+            s = float(target["img_scale"])
+            return min(h, round(int(oh) * s)), min(w, round(int(ow) * s))
+        return h, w
+
+    def __call__(self, image: np.ndarray, target: dict) -> tuple[np.ndarray, dict]:
+        """Paste small objects into uint8 HWC ``image``; returns a new image and target."""
+        rng = self.rng.get()
+        if self.num_copies == 0 or rng.random() >= self.p:
+            return image, target
+        patches = self._choose_patches(rng, image, target)
+        if not patches:
+            return image, target
+        boxes = np.asarray(target.get("boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+        ignore = np.asarray(target.get("ignore_boxes", np.zeros((0, 4))), dtype=np.float32)
+        occupied = np.concatenate([boxes, ignore.reshape(-1, 4)])
+        region = self._region(image, target)
+        out_image = image.copy()
+        new_boxes, new_labels, placed_items = [], [], []
+        for patch in patches:
+            for _ in range(self.num_copies):
+                placed = self._paste_one(rng, out_image, patch, region, occupied)
+                if placed is None:
+                    self.failed_placements += 1
+                    continue
+                box, item = placed
+                occupied = np.concatenate([occupied, box[None]])
+                new_boxes.append(box)
+                new_labels.append(patch.label)
+                placed_items.append(item)
+        self.pasted += len(new_boxes)
+        if not new_boxes:
+            return out_image, target
+        return out_image, _extend_target(target, new_boxes, new_labels, placed_items, image.shape)
+
+    def _paste_one(
+        self,
+        rng: np.random.Generator,
+        image: np.ndarray,
+        patch: ObjectPatch,
+        region: tuple[int, int],
+        occupied: np.ndarray,
+    ) -> tuple[np.ndarray, tuple[int, int, ObjectPatch]] | None:
+        scale = 1.0
+        if self.scale_jitter > 0:
+            scale = float(rng.uniform(1.0 - self.scale_jitter, 1.0 + self.scale_jitter))
+        angle = float(rng.uniform(-self.rotation, self.rotation)) if self.rotation > 0 else 0.0
+        moved = jitter_patch(patch, scale, angle)
+        ph, pw = moved.pixels.shape[:2]
+        pos = find_position(rng, (ph, pw), region, occupied, self.max_overlap, self.max_tries)
+        if pos is None:
+            return None
+        x, y = pos
+        blend_into(image, moved, x, y, self.feather)
+        box = np.array([x, y, x + pw, y + ph], dtype=np.float32)
+        return box, (x, y, moved)
+
+
+def _extend_target(
+    target: dict,
+    new_boxes: list[np.ndarray],
+    new_labels: list[int],
+    placed: list[tuple[int, int, ObjectPatch]],
+    shape: tuple[int, ...],
+) -> dict:
+    """Target with the pasted boxes appended (label kept, weight 1, iscrowd 0, area, masks)."""
+    out = dict(target)
+    k = len(new_boxes)
+    boxes = np.asarray(target.get("boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+    out["boxes"] = np.concatenate([boxes, np.stack(new_boxes)]).astype(np.float32)
+    labels = np.asarray(target.get("labels", np.zeros(0)), dtype=np.int64)
+    out["labels"] = np.concatenate([labels, np.asarray(new_labels, dtype=np.int64)])
+    weights = np.asarray(target.get("weights", np.ones(len(boxes))), dtype=np.float32)
+    out["weights"] = np.concatenate([weights, np.ones(k, dtype=np.float32)])
+    areas = [
+        float(p.mask.sum()) if p.mask is not None else float(p.pixels.shape[0] * p.pixels.shape[1])
+        for _, _, p in placed
+    ]
+    if "area" in target:
+        out["area"] = np.concatenate([np.asarray(target["area"], np.float32), areas]).astype(
+            np.float32
+        )
+    if "iscrowd" in target:
+        out["iscrowd"] = np.concatenate([np.asarray(target["iscrowd"], np.int64), np.zeros(k)])
+        out["iscrowd"] = out["iscrowd"].astype(np.int64)
+    if "masks" in target:
+        old = np.asarray(target["masks"]).copy()
+        extra = np.zeros((k, shape[0], shape[1]), dtype=old.dtype)
+        for i, (x, y, p) in enumerate(placed):
+            h, w = p.pixels.shape[:2]
+            m = np.ones((h, w), old.dtype) if p.mask is None else (p.mask > 0).astype(old.dtype)
+            extra[i, y : y + h, x : x + w] = m
+            covered = old[:, y : y + h, x : x + w]
+            old[:, y : y + h, x : x + w] = np.where(m[None] > 0, 0, covered)
+        out["masks"] = np.concatenate([old, extra])
+    return out

@@ -1,0 +1,132 @@
+"""Tests for detkit.data.sampling (repeat-factor / small-object oversampling, DDP split)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from detkit.data.sampling import (
+    RepeatFactorSampler,
+    SmallObjectOversampler,
+    small_object_counts_from_coco,
+)
+
+COUNTS = [0, 2, 0, 1, 5, 0, 0]
+
+
+def test_repeat_counts_exact_fixed_repeat():
+    sampler = SmallObjectOversampler(COUNTS, repeat=3, seed=0)
+    # images 1, 3, 4 have small objects: 3 copies each; 0, 2, 5, 6 once -> 3 * 3 + 4 = 13
+    got = Counter(iter(sampler))
+    assert got == {0: 1, 1: 3, 2: 1, 3: 3, 4: 3, 5: 1, 6: 1}
+    assert len(sampler) == 13
+
+
+def test_repeat_rule_on_count():
+    sampler = SmallObjectOversampler(COUNTS, repeat=lambda n: min(1 + n, 4), shuffle=False)
+    # factors: 1, 3, 1, 2, min(6, 4) = 4, 1, 1 -> in order, repeats adjacent
+    assert list(sampler) == [0, 1, 1, 1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
+
+
+def test_fractional_factors_are_floor_or_ceil():
+    sampler = RepeatFactorSampler([1.5] * 200 + [2.0], seed=1)
+    got = Counter(iter(sampler))
+    assert set(got[i] for i in range(200)) == {1, 2} and got[200] == 2
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_rank_partition_no_overlap_nothing_lost(world):
+    ranks = [
+        list(SmallObjectOversampler(COUNTS, 3, seed=7, num_replicas=world, rank=r))
+        for r in range(world)
+    ]
+    # 13 repeated indices; padded to ceil(13 / world) * world
+    per_rank = -(-13 // world)
+    assert all(len(r) == per_rank for r in ranks)
+    full = SmallObjectOversampler(COUNTS, 3, seed=7, num_replicas=world, rank=0).epoch_indices()
+    # positions are split by striding: rank r holds positions r, r + world, ...
+    for r in range(world):
+        assert ranks[r] == full[r::world].tolist()
+    union = Counter(i for r in ranks for i in r)
+    expected = Counter({0: 1, 1: 3, 2: 1, 3: 3, 4: 3, 5: 1, 6: 1})
+    pad = per_rank * world - 13
+    # the union is the repeated multiset plus exactly `pad` wrapped-around entries from the start
+    assert union - expected == Counter(full[:pad].tolist())
+    assert expected - union == Counter()
+
+
+def test_same_seed_same_order_different_epoch_differs():
+    a = SmallObjectOversampler(COUNTS, 3, seed=4)
+    b = SmallObjectOversampler(COUNTS, 3, seed=4)
+    assert list(a) == list(b)
+    first = list(a)
+    a.set_epoch(1)
+    b.set_epoch(1)
+    assert list(a) == list(b) != first
+    assert sorted(list(a)) == sorted(first)
+
+
+def test_resume_mid_epoch():
+    sampler = SmallObjectOversampler(COUNTS, 3, seed=2, num_replicas=2, rank=1)
+    sampler.set_epoch(3)
+    order = list(sampler)
+    state = dict(sampler.state_dict(), start_index=4)
+    resumed = SmallObjectOversampler(COUNTS, 3, seed=2, num_replicas=2, rank=1)
+    resumed.load_state_dict(state)
+    assert resumed.epoch == 3 and list(resumed) == order[4:] and len(resumed) == len(order) - 4
+    resumed.set_epoch(4)
+    assert resumed.start_index == 0
+    with pytest.raises(ValueError):
+        resumed.load_state_dict({"epoch": 0, "start_index": 0, "seed": 99})
+
+
+def test_invalid_inputs():
+    with pytest.raises(ValueError):
+        SmallObjectOversampler([1, -1])
+    with pytest.raises(ValueError):
+        SmallObjectOversampler([1, 2], repeat=0)
+    with pytest.raises(ValueError):
+        RepeatFactorSampler([1.0], num_replicas=2, rank=2)
+
+
+def test_counts_from_coco_scaled_to_training_resolution():
+    coco = {
+        "images": [
+            {"id": 10, "height": 480, "width": 640},
+            {"id": 11, "height": 100, "width": 100},
+        ],
+        "annotations": [
+            # image 10 at input 320: s = 320 / 640 = 0.5, areas scale by 0.25
+            {"image_id": 10, "bbox": [0, 0, 60, 60], "area": 3600, "iscrowd": 0},  # 900 small
+            {"image_id": 10, "bbox": [0, 0, 64, 64], "area": 4096, "iscrowd": 0},  # 1024 no
+            {"image_id": 10, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 1},  # crowd
+            {"image_id": 10, "bbox": [5, 5, 0, 0], "area": 0, "iscrowd": 0},  # zero area
+            # image 11: s = 320 / 100 = 3.2; 100 * 10.24 = 1024 not small, 90 * 10.24 = 921.6
+            {"image_id": 11, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+            {"image_id": 11, "bbox": [0, 0, 10, 9], "area": 90, "iscrowd": 0},
+        ],
+    }
+    assert small_object_counts_from_coco(coco, [11, 10], input_size=320) == [1, 1]
+    # at the raw resolution: image 10 has 3600 (no), 4096 (no); image 11 has 100 and 90
+    assert small_object_counts_from_coco(coco, [10, 11]) == [0, 2]
+
+
+def test_from_coco_dataset_uses_ids_order():
+    class FakeCoco:
+        dataset = {
+            "images": [{"id": 5, "height": 64, "width": 64}, {"id": 9, "height": 64, "width": 64}],
+            # image 9 holds one 10 x 10 = 100 px^2 object (small); image 5 one 40 x 40 = 1600
+            "annotations": [
+                {"image_id": 9, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+                {"image_id": 5, "bbox": [0, 0, 40, 40], "area": 1600, "iscrowd": 0},
+            ],
+        }
+
+    class FakeDataset:
+        coco = FakeCoco()
+        ids = [9, 5]
+
+    sampler = SmallObjectOversampler.from_coco_dataset(FakeDataset(), repeat=4, shuffle=False)
+    # dataset index 0 is image 9 (small object): 4 copies; index 1 once
+    assert sampler.small_counts == [1, 0] and list(sampler) == [0, 0, 0, 0, 1]

@@ -1,0 +1,107 @@
+"""Tests for detkit.data.synthetic: determinism, size spread, tight boxes, negatives."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from detkit.data.synthetic import CLASSES, generate_synthetic_coco, main, render_sample
+from detkit.data.validation import validate_coco
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    a = generate_synthetic_coco(tmp_path / "a", num_images=12, image_size=96, seed=3)
+    generate_synthetic_coco(tmp_path / "b", num_images=12, image_size=96, seed=3)
+    c = generate_synthetic_coco(tmp_path / "c", num_images=12, image_size=96, seed=4)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.*"))
+    assert files_a == files_b and len(files_a) == 12 + 2
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    assert a["train"].read_bytes() != c["train"].read_bytes()
+    # rendering in two processes writes the same files
+    d = generate_synthetic_coco(tmp_path / "d", num_images=12, image_size=96, seed=3, workers=2)
+    assert d["train"].read_bytes() == a["train"].read_bytes()
+    for rel in files_a:
+        assert (tmp_path / "d" / rel).read_bytes() == (tmp_path / "a" / rel).read_bytes()
+    assert set(a) == {"train", "val"}
+
+
+def test_size_spread_matches_coco():
+    areas = []
+    for i in range(300):
+        sample = render_sample(np.random.default_rng([7, i]), image_size=320)
+        areas += (sample.boxes[:, 2] * sample.boxes[:, 3]).tolist()
+    areas = np.array(areas)
+    small, large = np.mean(areas < 32**2), np.mean(areas >= 96**2)
+    medium = 1.0 - small - large
+    assert len(areas) > 1000
+    assert small == pytest.approx(0.40, abs=0.05)
+    assert medium == pytest.approx(0.35, abs=0.05)
+    assert large == pytest.approx(0.25, abs=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_boxes_tightly_bound_drawn_pixels(seed):
+    sample = render_sample(np.random.default_rng([seed, 0]), image_size=128, num_objects=8)
+    drawn = np.any(sample.image != sample.background, axis=2)
+    # nothing is drawn outside the objects' visible pixels
+    assert not np.any(drawn & (sample.label_map == 0))
+    assert len(sample.boxes) >= 1 and len(sample.boxes) == len(sample.labels)
+    labels_present = [k for k in np.unique(sample.label_map) if k]
+    assert len(labels_present) == len(sample.boxes)
+    for k, box in zip(labels_present, sample.boxes, strict=True):
+        ys, xs = np.nonzero(sample.label_map == k)
+        expected = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        np.testing.assert_array_equal(box, expected)
+        x, y, w, h = box.astype(int)
+        own = drawn & (sample.label_map == k)
+        # the changed pixels of this object touch all four box edges
+        assert own[y, x : x + w].any() and own[y + h - 1, x : x + w].any()
+        assert own[y : y + h, x].any() and own[y : y + h, x + w - 1].any()
+        assert not own[:y].any() and not own[y + h :].any()
+        assert not own[:, :x].any() and not own[:, x + w :].any()
+    assert set(sample.labels.tolist()) <= set(range(1, len(CLASSES) + 1))
+
+
+def test_files_match_renderer_and_negatives_exist(tmp_path):
+    paths = generate_synthetic_coco(
+        tmp_path,
+        num_images=40,
+        image_size=128,
+        seed=5,
+        split_fractions={"train": 0.75, "val": 0.25},
+    )
+    data = [json.loads(p.read_text()) for p in paths.values()]
+    assert [len(d["images"]) for d in data] == [30, 10]  # 40 * 0.75, 40 * 0.25
+    images = [im for d in data for im in d["images"]]
+    anns = [a for d in data for a in d["annotations"]]
+    assert sorted(im["id"] for im in images) == list(range(1, 41))
+    with_objects = {a["image_id"] for a in anns}
+    assert len([im for im in images if im["id"] not in with_objects]) == 2  # round(0.05 * 40)
+    index = next(iter(with_objects))
+    sample = render_sample(np.random.default_rng([5, index - 1]), 128)
+    boxes = [a["bbox"] for a in anns if a["image_id"] == index]
+    np.testing.assert_array_equal(np.array(boxes, np.float32), sample.boxes)
+    _, report = validate_coco(paths["train"], log=None)
+    assert report.counts["unreadable_image"] == 0 and report.counts["degenerate_box"] == 0
+    assert report.counts["clipped_box"] == 0
+
+
+def test_generation_speed(tmp_path):
+    start = time.process_time()
+    generate_synthetic_coco(tmp_path, num_images=100, image_size=320, seed=0)
+    rate = 100 / (time.process_time() - start)
+    # CPU time, not wall time: the test machine is shared. About 280-330 images per CPU
+    # second were measured; the bound leaves room for slower machines.
+    assert rate > 120, f"{rate:.0f} images per CPU second"
+
+
+def test_cli_writes_dataset(tmp_path, capsys):
+    main(["--out", str(tmp_path), "--num-images", "10", "--image-size", "64"])
+    out = capsys.readouterr().out
+    assert "train: 8 images" in out and "val: 2 images" in out  # 10 * 0.8, 10 * 0.2
+    assert len(list((tmp_path / "images").glob("*.jpg"))) == 10
