@@ -11,7 +11,6 @@ from typing import Any
 _EXPORTS = {
     "CocoDetection": "detkit.data.coco",
     "build_label_maps": "detkit.data.coco",
-    "detections_to_coco": "detkit.data.coco",
     "to_tensor_target": "detkit.data.coco",
     "collate_detection": "detkit.data.collate",
     "check_image_file": "detkit.data.image_io",

@@ -29,7 +29,7 @@ from detkit.data.image_io import read_image_rgb
 from detkit.data.validation import ValidationReport, validate_coco
 from detkit.data.validation import logger as validation_logger
 
-__all__ = ["CocoDetection", "build_label_maps", "detections_to_coco", "to_tensor_target"]
+__all__ = ["CocoDetection", "build_label_maps", "to_tensor_target"]
 
 Transforms = Callable[[np.ndarray, dict[str, Any]], tuple[Any, dict[str, Any]]]
 
@@ -74,34 +74,6 @@ def to_tensor_target(image: Any, target: Mapping[str, Any]) -> tuple[torch.Tenso
         if key in out:
             out[key] = out[key].reshape(-1, 4)
     return out_image, out
-
-
-def detections_to_coco(
-    image_id: int,
-    boxes: Any,
-    scores: Any,
-    labels: Any,
-    label_to_cat_id: Mapping[int, int],
-) -> list[dict[str, Any]]:
-    """Turn one image's detections (xyxy ``[D, 4]``, labels ``1..K``) into COCO results.
-
-    Each result has ``image_id``, the original ``category_id``, ``bbox`` as
-    ``[x, y, w, h]`` and ``score``; this is the format of ``COCO.loadRes``.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    results = []
-    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
-        results.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(label_to_cat_id[int(label)]),
-                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                "score": float(score),
-            }
-        )
-    return results
 
 
 class CocoDetection(Dataset):

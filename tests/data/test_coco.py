@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 from detkit.data.coco import (
     CocoDetection,
     build_label_maps,
-    detections_to_coco,
     to_tensor_target,
 )
 from detkit.data.collate import collate_detection
+from detkit.evaluation import detections_to_coco_results
 
 CATEGORIES = [{"id": 42, "name": "bird"}, {"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
 
@@ -122,9 +122,8 @@ def test_results_written_back_with_original_ids(tmp_path):
     for i in range(len(ds)):
         target = ds.raw_target(i)
         scores = np.ones(len(target["labels"]))
-        results += detections_to_coco(
-            target["image_id"], target["boxes"], scores, target["labels"], ds.label_to_cat_id
-        )
+        output = {"boxes": target["boxes"], "scores": scores, "labels": target["labels"]}
+        results += detections_to_coco_results([output], [target], ds.label_to_cat_id)
     assert sorted(r["category_id"] for r in results) == [3, 7, 42]
     gt = ds.coco  # the validated index: every annotation has iscrowd, as COCOeval needs
     with contextlib.redirect_stdout(io.StringIO()):
