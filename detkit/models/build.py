@@ -1,0 +1,64 @@
+"""``build_model(cfg)``: a model from a plain mapping (the ``model:`` section of a config).
+
+``cfg["type"]`` names the preset builder ("dense_detector" or "thundernet_lite");
+every other key is passed to it as a keyword argument. Keys the builder does not
+take raise ``ValueError`` naming the valid keys and the closest match, e.g.
+``unknown key 'box_los' for dense_detector (did you mean 'box_loss'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+__all__ = ["MODEL_TYPES", "build_model", "model_builder"]
+
+MODEL_TYPES: dict[str, str] = {
+    "dense_detector": "detkit.models.detectors.dense",
+    "thundernet_lite": "detkit.models.detectors.thundernet",
+}
+
+
+def _nearest(name: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def model_builder(model_type: str) -> Callable[..., nn.Module]:
+    """The preset builder function called ``model_type``."""
+    if model_type not in MODEL_TYPES:
+        valid = sorted(MODEL_TYPES)
+        raise ValueError(
+            f"unknown model type {model_type!r}{_nearest(str(model_type), valid)}; "
+            f"valid types: {', '.join(valid)}"
+        )
+    return getattr(importlib.import_module(MODEL_TYPES[model_type]), model_type)
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    """Build the model described by ``cfg`` (``type`` plus the builder's keyword arguments)."""
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"the model config must be a mapping, got {type(cfg).__name__}")
+    if "type" not in cfg:
+        raise ValueError(f"the model config needs a 'type' key, one of {sorted(MODEL_TYPES)}")
+    builder = model_builder(cfg["type"])
+    params = inspect.signature(builder).parameters
+    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    kwargs = {k: v for k, v in cfg.items() if k != "type"}
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        key = unknown[0]
+        raise ValueError(
+            f"unknown key {key!r} for {cfg['type']}{_nearest(str(key), valid)}; "
+            f"valid keys: {', '.join(valid)}"
+        )
+    missing = [n for n in valid if params[n].default is inspect.Parameter.empty and n not in kwargs]
+    if missing:
+        raise ValueError(f"{cfg['type']} needs the key(s) {', '.join(missing)}")
+    return builder(**kwargs)
