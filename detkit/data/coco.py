@@ -166,6 +166,16 @@ class CocoDetection(Dataset):
         image = read_image_rgb(self.img_dir / info["file_name"])
         return image, self.raw_target(index)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of the transforms, when they keep one (exact resume, no workers)."""
+        has = hasattr(self.transforms, "state_dict")
+        return {"transforms": self.transforms.state_dict() if has else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        if state.get("transforms") is not None and hasattr(self.transforms, "load_state_dict"):
+            self.transforms.load_state_dict(state["transforms"])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image, target = self.load_raw(index)
         if self.transforms is None:

@@ -13,7 +13,7 @@ a fraction of a JPEG decode.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,6 +262,14 @@ class SmallObjectCopyPaste:
         self.rng = WorkerRng(seed)
         self.pasted = 0
         self.failed_placements = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of the paste generator (exact resume with ``num_workers=0``)."""
+        return {"rng": self.rng.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.rng.load_state_dict(state["rng"])
 
     def _choose_patches(
         self, rng: np.random.Generator, image: np.ndarray, target: dict

@@ -9,7 +9,7 @@ lambda for image A's boxes and (1 - lambda) for image B's, times their existing 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,17 @@ class MixupDataset(Dataset):
         self.alpha = alpha
         self.transforms = transforms if transforms is not None else dataset.transforms
         self.rng = WorkerRng(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of this wrapper and of the wrapped dataset (exact resume, no workers)."""
+        inner = self.dataset.state_dict() if hasattr(self.dataset, "state_dict") else None
+        return {"rng": self.rng.state_dict(), "dataset": inner}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.rng.load_state_dict(state["rng"])
+        if state.get("dataset") is not None and hasattr(self.dataset, "load_state_dict"):
+            self.dataset.load_state_dict(state["dataset"])
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import random
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -72,6 +73,14 @@ class WorkerRng:
             self._rng = np.random.default_rng(worker_seed(self.seed))
             self._key = key
         return self._rng
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state (plain ints and strings: loadable with weights_only=True)."""
+        return {"bit_generator": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the stream saved by :meth:`state_dict` (main process, no workers)."""
+        self._rng.bit_generator.state = dict(state["bit_generator"])
 
 
 def valid_transform_names() -> list[str]:
@@ -218,9 +227,19 @@ class AlbumentationsStep:
             seed=seed,
         )
         self.seed = seed
+        self._share_generators(seed)
         self.boxes_seen = 0
         self.boxes_dropped = 0
         self._seeded_for: int | None = None
+
+    def _share_generators(self, seed: int | None) -> None:
+        """Give the Compose and all its children ONE numpy and ONE python generator.
+
+        ``A.Compose(seed=...)`` seeds every child with its own copy of the same seed, so
+        the children draw correlated streams and the random state is spread over many
+        objects; one shared pair is both better mixed and a single state to checkpoint.
+        """
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def _reseed_in_worker(self) -> None:
         import torch.utils.data
@@ -228,8 +247,22 @@ class AlbumentationsStep:
         info = torch.utils.data.get_worker_info()
         key = None if info is None else int(info.seed)
         if key is not None and key != self._seeded_for:
-            self.compose.set_random_seed(worker_seed(self.seed))
+            self._share_generators(worker_seed(self.seed))
             self._seeded_for = key
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of the albumentations generators (shared by every child transform)."""
+        version, internal, gauss = self.compose.py_random.getstate()
+        return {
+            "numpy": self.compose.random_generator.bit_generator.state,
+            "python": [version, list(internal), gauss],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` in place, so the child transforms see it too."""
+        self.compose.random_generator.bit_generator.state = dict(state["numpy"])
+        version, internal, gauss = state["python"]
+        self.compose.py_random.setstate((version, tuple(internal), gauss))
 
     def __call__(self, image: np.ndarray, target: dict) -> tuple[np.ndarray, dict]:
         """Apply the augmentations to image [H, W, 3] uint8 and its target."""
@@ -301,6 +334,24 @@ class DetectionPipeline:
     def boxes_dropped(self) -> int:
         """Boxes removed by the augmentation step so far in this process."""
         return 0 if self.augment is None else self.augment.boxes_dropped
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of every stateful step (exact resume with ``num_workers=0``)."""
+        return {
+            "augment": None if self.augment is None else self.augment.state_dict(),
+            "steps": [
+                step.state_dict() if hasattr(step, "state_dict") else None
+                for step in self.steps_after
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        if self.augment is not None and state.get("augment") is not None:
+            self.augment.load_state_dict(state["augment"])
+        for step, saved in zip(self.steps_after, state.get("steps", []), strict=False):
+            if saved is not None and hasattr(step, "load_state_dict"):
+                step.load_state_dict(saved)
 
     def __call__(self, image: np.ndarray, target: dict) -> tuple[Any, dict]:
         """Run the pipeline on uint8 HWC RGB ``image`` and its numpy target dict.
