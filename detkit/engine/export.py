@@ -1,0 +1,204 @@
+"""ONNX export of detkit detectors (dense detector and ThunderNet-lite), checked with onnxruntime.
+
+The exported graph takes one letterboxed image ``image: float32 [1, 3, S, S]`` in [0, 1] (RGB,
+not normalised: the model normalises inside, as in PyTorch) and returns ``boxes [D, 4]`` xyxy
+in the input's pixels, ``scores [D]`` and ``labels [D]`` int64 in 1..K, sorted by decreasing
+score. The input size S is fixed at export time. Map boxes to the original image with
+``box / scale``, ``scale = min(S / h, S / w)`` (the letterbox of
+:func:`detkit.engine.inference.letterbox_image`).
+
+Export uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, opset 17;
+``roi_align(aligned=True)`` needs >= 16). ONNX has only plain NMS (``NonMaxSuppression``), so a
+model configured with DIoU-/Soft-/Cluster-NMS is exported with plain NMS at the same IoU
+threshold, with an :class:`ExportWarning`. ThunderNet's R-CNN stage is traced for one image
+without the per-image split of :meth:`RCNNStage.detect`, whose split sizes would otherwise be
+frozen to the example image's proposal count.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detkit.engine.inference import postprocess_config, with_postprocess
+from detkit.models.postprocess import postprocess_image
+
+__all__ = [
+    "ExportWarning",
+    "OnnxDetector",
+    "describe_model",
+    "export_onnx",
+    "exportable_copy",
+    "match_detections",
+    "run_onnxruntime",
+]
+
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+
+
+class ExportWarning(UserWarning):
+    """A setting of the model that ONNX cannot express was replaced during export."""
+
+
+def _thundernet_single(model: nn.Module, image: Tensor) -> dict[str, Tensor]:
+    """ThunderNet's eval forward for one image, written without a per-image split."""
+    batch = model.transform([image])
+    features = model.feature_map(batch.tensor)
+    rpn = model.rpn(features, batch.image_sizes)
+    pooled_from = model.roi_features(features, rpn.features)
+    rcnn = model.rcnn
+    logits, deltas = rcnn.head(pooled_from, rpn.proposals)
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    boxes = rcnn.box_coder.decode(deltas, rpn.proposals[0])
+    if not rcnn.head.class_agnostic:
+        boxes = boxes.reshape(boxes.shape[0], -1, 4)
+    size = batch.image_sizes[0]
+    return postprocess_image([probs], [boxes], (int(size[0]), int(size[1])), rcnn.postprocess)
+
+
+class OnnxDetector(nn.Module):
+    """Tensor-in, tensors-out view of a detector for export.
+
+    ``forward(image [1, 3, H, W] in [0, 1]) -> (boxes [D, 4], scores [D], labels [D] int64)``,
+    the same detections as ``model([image[0]])[0]`` in eval mode.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        from detkit.models.detectors.thundernet import ThunderNet
+
+        self.model = model
+        self.two_stage = isinstance(model, ThunderNet)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """See the class docstring."""
+        if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+            raise ValueError(f"image must be [1, 3, H, W], got {tuple(image.shape)}")
+        if self.two_stage:
+            det = _thundernet_single(self.model, image[0])
+        else:
+            det = self.model([image[0]])[0]
+        return det["boxes"], det["scores"], det["labels"]
+
+
+def exportable_copy(model: nn.Module) -> nn.Module:
+    """Copy of ``model`` in eval mode whose final NMS is plain NMS (warns when it changes)."""
+    config = postprocess_config(model)
+    if config.nms == "nms":
+        return with_postprocess(model).eval()
+    name = config.nms if isinstance(config.nms, str) else getattr(
+        config.nms, "__name__", "callable")
+    warnings.warn(f"ONNX has no {name}; the exported model uses plain NMS at IoU "
+                  f"{config.nms_threshold} (1 setting replaced)", ExportWarning, stacklevel=3)
+    return with_postprocess(model, nms="nms").eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 17,
+                metadata: Mapping[str, Any] | None = None, seed: int = 0) -> Path:
+    """Export ``model`` (dense detector or ThunderNet) to ONNX for ``[1, 3, img_size, img_size]``.
+
+    ``model`` is not modified (an eval-mode copy is traced). ``metadata`` (e.g. class names,
+    input size) is stored as JSON strings in the ONNX model's ``metadata_props`` when the
+    ``onnx`` package is installed. The example input is a seeded random image; the graph does
+    not depend on its values. Returns the written path.
+    """
+    if img_size < 32:
+        raise ValueError(f"img_size must be >= 32, got {img_size}")
+    if opset < 16:
+        raise ValueError(f"opset must be >= 16 (roi_align with aligned=True), got {opset}")
+    wrapper = OnnxDetector(exportable_copy(model)).eval()
+    device = next(wrapper.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.rand(1, 3, img_size, img_size, generator=generator).to(device)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # exporter-internal notices (constant folding of strided slices, jit.script deprecation)
+        warnings.filterwarnings("ignore", message="Constant folding")
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")
+        # dynamo=False is chosen on purpose (it exports both detectors); silence its notice
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
+        warnings.filterwarnings("ignore", message="The feature will be removed")
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=list(OUTPUT_NAMES))
+    if metadata:
+        _write_metadata(path, metadata)
+    return path
+
+
+def _write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
+    """Store ``metadata`` as ``metadata_props`` (JSON-encoded values) in the ONNX file."""
+    try:
+        import onnx
+    except ImportError:
+        warnings.warn("the onnx package is not installed; metadata not written (1 file)",
+                      ExportWarning, stacklevel=3)
+        return
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = str(key)
+        entry.value = json.dumps(value)
+    onnx.save(proto, str(path))
+
+
+def run_onnxruntime(path: str | Path, image: Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    """Run an exported model on CPU with onnxruntime: ``image`` [1, 3, S, S] float in [0, 1].
+
+    Returns ``{"boxes" [D, 4], "scores" [D], "labels" [D]}`` numpy arrays.
+    Raises ImportError naming the package when onnxruntime is missing.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("running an exported model needs onnxruntime "
+                          "(pip install onnxruntime)") from None
+    array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(list(OUTPUT_NAMES), {"image": array.astype(np.float32)})
+    return dict(zip(OUTPUT_NAMES, outputs, strict=True))
+
+
+def match_detections(first: Mapping[str, Any], second: Mapping[str, Any],
+                     atol: float = 1e-3) -> tuple[bool, float]:
+    """Do two detection sets agree? One-to-one match on label and box (``max |diff| <= atol``).
+
+    Detections with nearly equal scores may come out in a different order from two runtimes,
+    so each detection of ``first`` is paired with the closest unpaired one of ``second`` of the
+    same label. Returns (every detection paired both ways, largest box difference of the pairs;
+    ``inf`` when unpaired).
+    """
+    boxes_a = np.asarray(first["boxes"], dtype=np.float64).reshape(-1, 4)
+    boxes_b = np.asarray(second["boxes"], dtype=np.float64).reshape(-1, 4)
+    labels_a = np.asarray(first["labels"]).reshape(-1)
+    labels_b = np.asarray(second["labels"]).reshape(-1)
+    if len(boxes_a) != len(boxes_b):
+        return False, float("inf")
+    free = np.ones(len(boxes_b), dtype=bool)
+    worst = 0.0
+    for box, label in zip(boxes_a, labels_a, strict=True):
+        diff = np.abs(boxes_b - box).max(axis=1) if len(boxes_b) else np.zeros(0)
+        diff = np.where(free & (labels_b == label), diff, np.inf)
+        j = int(np.argmin(diff))
+        if not diff[j] <= atol:
+            return False, float("inf")
+        free[j] = False
+        worst = max(worst, float(diff[j]))
+    return True, worst
+
+
+def describe_model(model_type: str, img_size: int, class_names: Sequence[str]) -> dict[str, Any]:
+    """The metadata :func:`export_onnx` stores: input spec, model type and class names."""
+    return {"model_type": model_type, "img_size": int(img_size),
+            "input": "image float32 [1, 3, S, S] RGB in [0, 1], letterboxed (pad right/bottom)",
+            "outputs": "boxes [D, 4] xyxy input pixels, scores [D], labels [D] int64 1..K",
+            "class_names": list(class_names)}

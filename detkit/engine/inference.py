@@ -1,0 +1,389 @@
+"""Inference with a trained detector: load config + checkpoint, predict, image pyramid.
+
+The steps behind ``tools/test.py`` and ``tools/infer.py``:
+
+1. :func:`load_detector` builds the model of a config's ``model`` section, loads the
+   checkpoint's EMA weights when present (else the raw ones) and applies the test-time
+   post-processing (:func:`with_postprocess`: NMS kind, IoU / score thresholds, max detections).
+2. :class:`Predictor` letterboxes original uint8 RGB images to one or several square sizes
+   (the same :func:`detkit.data.transforms.letterbox` as evaluation during training), runs the
+   model, maps boxes back to original pixels (``box / img_scale``, clipped to the image) and,
+   with several sizes (an image pyramid), merges all scales' detections per class with
+   :func:`detkit.ops.nms.batched_nms_by_kind` (:func:`merge_detections`).
+3. :func:`predict_dataset` runs it over a COCO dataset and returns COCO results with the
+   dataset's original category ids.
+
+Test-time settings come from the config's ``test`` section (:func:`read_test_options`);
+every key is read with a default, so configs without that section keep working.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detkit.models.postprocess import PostprocessConfig
+from detkit.ops.boxes import clip_boxes_to_image
+from detkit.ops.nms import NMS_KINDS, batched_nms_by_kind
+
+__all__ = [
+    "LoadedDetector",
+    "Predictor",
+    "TestOptions",
+    "class_names_from_config",
+    "keep_raw",
+    "letterbox_image",
+    "load_detector",
+    "merge_detections",
+    "postprocess_config",
+    "predict_dataset",
+    "read_test_options",
+    "rescale_detections",
+    "resolve_device",
+    "state_dict_from_checkpoint",
+    "with_postprocess",
+]
+
+DETECTION_KEYS = ("boxes", "scores", "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class TestOptions:
+    """Test-time settings (the config's ``test`` section, with defaults filled in).
+
+    Attributes:
+        ann_file / img_dir: evaluation split; None means ``data.val``.
+        img_size: square letterbox size of single-scale testing (pixels).
+        scales: image-pyramid sizes; empty = single scale at ``img_size``.
+        nms / iou_threshold / score_threshold / max_detections: post-processing overrides
+            (None keeps the model's own setting).
+        extra_area_ranges: extra COCO area buckets {name: (min, max)} in pixels^2.
+        max_dets: the three COCO detection limits.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    ann_file: str | None = None
+    img_dir: str | None = None
+    img_size: int = 512
+    scales: tuple[int, ...] = ()
+    nms: str | None = None
+    iou_threshold: float | None = None
+    score_threshold: float | None = None
+    max_detections: int | None = None
+    extra_area_ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    max_dets: tuple[int, ...] = (1, 10, 100)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The input sizes to run: the pyramid ``scales``, else ``(img_size,)``."""
+        return self.scales or (self.img_size,)
+
+
+def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
+    """Read ``cfg["test"]`` (missing keys take defaults; ``img_size`` None -> data.img_size).
+
+    Raises ValueError for an unknown NMS kind, non-positive sizes or thresholds outside [0, 1].
+    """
+    test = dict(cfg.get("test") or {})
+    size = test.get("img_size") or cfg.get("data", {}).get("img_size", 512)
+    scales = tuple(int(s) for s in (test.get("scales") or ()))
+    if int(size) < 1 or any(s < 1 for s in scales):
+        raise ValueError(f"test sizes must be positive, got img_size={size}, scales={scales}")
+    nms = test.get("nms")
+    if nms is not None and nms not in NMS_KINDS:
+        raise ValueError(f"test.nms must be one of {list(NMS_KINDS)} or null, got {nms!r}")
+    for key in ("iou_threshold", "score_threshold"):
+        value = test.get(key)
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"test.{key} must be in [0, 1], got {value}")
+    max_det = test.get("max_detections")
+    if max_det is not None and int(max_det) < 1:
+        raise ValueError(f"test.max_detections must be >= 1, got {max_det}")
+    areas = {str(k): (float(v[0]), float(v[1]))
+             for k, v in (test.get("extra_area_ranges") or {}).items()}
+    return TestOptions(
+        ann_file=test.get("ann_file"), img_dir=test.get("img_dir"), img_size=int(size),
+        scales=scales, nms=nms,
+        iou_threshold=None if test.get("iou_threshold") is None else float(test["iou_threshold"]),
+        score_threshold=(None if test.get("score_threshold") is None
+                         else float(test["score_threshold"])),
+        max_detections=None if max_det is None else int(max_det), extra_area_ranges=areas,
+        max_dets=tuple(int(m) for m in (test.get("max_dets") or (1, 10, 100))))
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available else CPU; "cpu" / "cuda" as given (cuda must exist)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda requested but CUDA is not available")
+    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+# ----------------------------------------------------------------- post-processing settings
+def _postprocess_owner(model: nn.Module) -> tuple[Any, str]:
+    """(object, attribute) holding the model's :class:`PostprocessConfig`.
+
+    Dense detector: ``model.postprocess_config``; ThunderNet: ``model.rcnn.postprocess``.
+    """
+    if isinstance(getattr(model, "postprocess_config", None), PostprocessConfig):
+        return model, "postprocess_config"
+    rcnn = getattr(model, "rcnn", None)
+    if isinstance(getattr(rcnn, "postprocess", None), PostprocessConfig):
+        return rcnn, "postprocess"
+    raise ValueError(f"{type(model).__name__} exposes no PostprocessConfig (expected "
+                     f"'postprocess_config' or 'rcnn.postprocess')")
+
+
+def postprocess_config(model: nn.Module) -> PostprocessConfig:
+    """The model's current post-processing settings (score threshold, NMS kind, ...)."""
+    owner, attr = _postprocess_owner(model)
+    return getattr(owner, attr)
+
+
+def with_postprocess(model: nn.Module, nms: str | None = None,
+                     iou_threshold: float | None = None, score_threshold: float | None = None,
+                     max_detections: int | None = None) -> nn.Module:
+    """A deep copy of ``model`` whose final post-processing uses the given settings.
+
+    None keeps the model's own value. ``model`` itself is not modified. Works for
+    detkit's dense detector and ThunderNet (see :func:`postprocess_config`).
+    """
+    changes = {k: v for k, v in (("nms", nms), ("nms_threshold", iou_threshold),
+                                 ("score_threshold", score_threshold),
+                                 ("max_detections", max_detections)) if v is not None}
+    out = copy.deepcopy(model)
+    if changes:
+        owner, attr = _postprocess_owner(out)
+        setattr(owner, attr, dataclasses.replace(getattr(owner, attr), **changes))
+    return out
+
+
+# ----------------------------------------------------------------- loading
+@dataclasses.dataclass
+class LoadedDetector:
+    """A model ready for inference: eval mode, on its device, test-time post-processing.
+
+    ``weights`` is "ema" or "model" (which checkpoint entry was loaded).
+    """
+
+    model: nn.Module
+    weights: str
+    num_classes: int
+    device: torch.device
+
+
+def state_dict_from_checkpoint(ckpt: Mapping[str, Any], prefer_ema: bool = True
+                               ) -> tuple[dict[str, Tensor], str]:
+    """(state dict, "ema" | "model"): the EMA weights when present and wanted, else ``model``."""
+    ema = ckpt.get("ema")
+    if prefer_ema and isinstance(ema, Mapping) and "module" in ema:
+        return dict(ema["module"]), "ema"
+    if "model" not in ckpt:
+        raise KeyError(f"checkpoint has no 'model' entry (keys: {sorted(ckpt)})")
+    return dict(ckpt["model"]), "model"
+
+
+def _read_categories(ann_file: str | Path) -> list[str]:
+    """Category names of a COCO JSON file, sorted by id (label k is the k-th)."""
+    data = json.loads(Path(ann_file).read_text())
+    cats = sorted(data.get("categories", []), key=lambda c: c["id"])
+    if not cats:
+        raise ValueError(f"{ann_file} has no categories")
+    return [str(c.get("name", c["id"])) for c in cats]
+
+
+def class_names_from_config(cfg: Mapping[str, Any]) -> list[str]:
+    """Class names (label k -> names[k - 1]) from the first annotation file the config names.
+
+    Looks at ``test.ann_file``, ``data.val.ann_file``, ``data.train.ann_file``, then (synthetic
+    data) the generated ``val.json`` or :data:`detkit.data.synthetic.CLASSES`. Only the
+    ``categories`` list is read, no image. Raises ValueError when nothing names the classes.
+    """
+    data = cfg.get("data", {})
+    candidates = [(cfg.get("test") or {}).get("ann_file"),
+                  (data.get("val") or {}).get("ann_file"),
+                  (data.get("train") or {}).get("ann_file")]
+    synthetic = data.get("synthetic") or {}
+    if synthetic.get("enabled"):
+        candidates.insert(0, str(Path(synthetic.get("out_dir", "")) / "val.json"))
+    for path in candidates:
+        if path and Path(path).is_file():
+            return _read_categories(path)
+    if synthetic.get("enabled"):
+        from detkit.data.synthetic import CLASSES
+
+        return list(CLASSES)
+    raise ValueError("cannot find the class names: none of test.ann_file, data.val.ann_file, "
+                     "data.train.ann_file exists")
+
+
+def load_detector(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str, Any],
+                  num_classes: int, device: str | torch.device = "cpu",
+                  options: TestOptions | None = None, prefer_ema: bool = True
+                  ) -> LoadedDetector:
+    """Build ``cfg["model"]`` for ``num_classes``, load weights, set test-time post-processing.
+
+    ``checkpoint`` is a path (read with ``weights_only=True``) or an already loaded dict with
+    ``model`` and optional ``ema`` ({"module": state dict}). Raises ValueError when the
+    checkpoint's tensors do not fit the model built from the config.
+    """
+    from detkit.engine.build import build_model_from_cfg
+    from detkit.engine.checkpoint import load_checkpoint
+
+    ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+    state, source = state_dict_from_checkpoint(ckpt, prefer_ema)
+    model = build_model_from_cfg(cfg["model"], num_classes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"the checkpoint's {source!r} weights do not fit the model of this "
+                         f"config ({cfg['model'].get('type')}, {num_classes} classes): "
+                         f"{str(err).splitlines()[0]} ...") from None
+    opts = options or TestOptions()
+    model = with_postprocess(model, opts.nms, opts.iou_threshold, opts.score_threshold,
+                             opts.max_detections)
+    dev = torch.device(device)
+    return LoadedDetector(model.to(dev).eval(), source, num_classes, dev)
+
+
+# ----------------------------------------------------------------- geometry and merging
+def letterbox_image(image: np.ndarray, size: int) -> tuple[Tensor, float]:
+    """uint8 [H, W, 3] RGB -> (float32 Tensor[3, size, size] in [0, 1], img_scale).
+
+    The evaluation transform of training (:func:`detkit.data.transforms.letterbox`):
+    resize by ``scale = min(size / H, size / W)``, pad right/bottom.
+    """
+    from detkit.data.transforms import letterbox
+
+    canvas, info = letterbox(image, {}, size)
+    tensor = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))).float() / 255.0
+    return tensor, float(info["img_scale"])
+
+
+def rescale_detections(det: Mapping[str, Tensor], img_scale: float,
+                       orig_size: tuple[int, int]) -> dict[str, Tensor]:
+    """Boxes of a letterboxed input back to original pixels: ``box / img_scale``, clipped.
+
+    ``orig_size`` is (h, w) of the original image. Returns a new dict (scores, labels copied).
+    """
+    if not img_scale > 0:
+        raise ValueError(f"img_scale must be > 0, got {img_scale}")
+    boxes = clip_boxes_to_image(det["boxes"] / img_scale, (int(orig_size[0]), int(orig_size[1])))
+    return {"boxes": boxes, "scores": det["scores"].clone(), "labels": det["labels"].clone()}
+
+
+def merge_detections(dets: Sequence[Mapping[str, Tensor]], kind: str = "nms",
+                     iou_threshold: float = 0.5, max_detections: int = 100,
+                     **nms_kwargs: float | str) -> dict[str, Tensor]:
+    """Merge one image's detections from several pyramid scales (all in original pixels).
+
+    Concatenates them and runs per-class NMS of ``kind`` (:func:`batched_nms_by_kind`; a
+    Soft-NMS returns decayed scores); keeps the ``max_detections`` best, by decreasing score.
+    """
+    if not dets:
+        raise ValueError("merge_detections needs at least one detection dict")
+    boxes = torch.cat([d["boxes"] for d in dets]).float()
+    scores = torch.cat([d["scores"] for d in dets]).float()
+    labels = torch.cat([d["labels"] for d in dets]).to(torch.int64)
+    keep, kept_scores = batched_nms_by_kind(boxes, scores, labels, kind=kind,
+                                            iou_threshold=iou_threshold, **nms_kwargs)
+    order = torch.argsort(kept_scores, descending=True, stable=True)[:max_detections]
+    keep = keep[order]
+    return {"boxes": boxes[keep], "scores": kept_scores[order], "labels": labels[keep]}
+
+
+class Predictor:
+    """Original uint8 RGB images -> detections in original pixels, optionally over a pyramid.
+
+    Args:
+        model: a detector in eval mode (contract call, eval output).
+        sizes: square letterbox sizes; several sizes form an image pyramid whose detections
+            are merged by :func:`merge_detections`.
+        merge_nms / merge_iou / max_detections / nms_kwargs: the merge's NMS; default to the
+            model's own :class:`PostprocessConfig`.
+        device: where the model runs.
+    """
+
+    def __init__(self, model: nn.Module, sizes: Sequence[int], merge_nms: str | None = None,
+                 merge_iou: float | None = None, max_detections: int | None = None,
+                 nms_kwargs: Mapping[str, float | str] | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        if not sizes:
+            raise ValueError("Predictor needs at least one input size")
+        self.model = model
+        self.sizes = tuple(int(s) for s in sizes)
+        self.device = torch.device(device)
+        own = None
+        if len(self.sizes) > 1 and merge_nms is None:
+            own = postprocess_config(model)
+            if callable(own.nms):
+                raise ValueError("the model uses a callable NMS; name test.nms for the merge")
+        elif len(self.sizes) > 1:
+            try:
+                own = postprocess_config(model)
+            except ValueError:  # a model without PostprocessConfig: explicit settings only
+                own = None
+        self.merge_nms = merge_nms or (own.nms if own is not None else "nms")
+        self.merge_iou = merge_iou if merge_iou is not None else (
+            own.nms_threshold if own is not None else 0.5)
+        self.max_detections = max_detections or (own.max_detections if own is not None else 100)
+        self.nms_kwargs = dict(nms_kwargs if nms_kwargs is not None
+                               else (own.nms_kwargs if own is not None else {}))
+
+    @classmethod
+    def from_options(cls, loaded: LoadedDetector, options: TestOptions) -> Predictor:
+        """A predictor with the sizes and merge settings of ``options``."""
+        return cls(loaded.model, options.sizes, options.nms, options.iou_threshold,
+                   options.max_detections, device=loaded.device)
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:
+        """Per image ``dict(boxes [D, 4] xyxy original pixels, scores [D], labels [D])`` (CPU)."""
+        per_image: list[list[dict[str, Tensor]]] = [[] for _ in images]
+        for size in self.sizes:
+            batch = [letterbox_image(img, size) for img in images]
+            outputs = self.model([t.to(self.device) for t, _ in batch])
+            for i, (out, (_, scale)) in enumerate(zip(outputs, batch, strict=True)):
+                det = {k: out[k].detach().cpu() for k in DETECTION_KEYS}
+                per_image[i].append(rescale_detections(det, scale, images[i].shape[:2]))
+        if len(self.sizes) == 1:
+            return [dets[0] for dets in per_image]
+        return [merge_detections(dets, self.merge_nms, self.merge_iou, self.max_detections,
+                                 **self.nms_kwargs) for dets in per_image]
+
+
+def keep_raw(image: np.ndarray, target: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Dataset transform that keeps the raw uint8 image and numpy target (for a Predictor)."""
+    return image, target
+
+
+def predict_dataset(predictor: Predictor, dataset: Any, batch_size: int = 8,
+                    num_workers: int = 0) -> list[dict[str, Any]]:
+    """COCO results (original category ids, original pixels) of every image of ``dataset``.
+
+    ``dataset`` is a :class:`detkit.data.coco.CocoDetection` built with
+    ``transforms=keep_raw``, so items are (uint8 image, numpy target).
+    """
+    from torch.utils.data import DataLoader
+
+    from detkit.data.collate import collate_detection
+    from detkit.evaluation import detections_to_coco_results
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_detection)
+    results: list[dict[str, Any]] = []
+    for images, targets in loader:
+        outputs = predictor.predict(images)
+        metas = [{"image_id": t["image_id"], "img_scale": 1.0, "orig_size": img.shape[:2]}
+                 for img, t in zip(images, targets, strict=True)]
+        results.extend(detections_to_coco_results(outputs, metas, dataset.label_to_cat_id))
+    return results

@@ -1,0 +1,110 @@
+"""detkit.engine.export: onnxruntime output equals PyTorch's for both detectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.engine.export import (
+    ExportWarning,
+    OnnxDetector,
+    describe_model,
+    export_onnx,
+    match_detections,
+    run_onnxruntime,
+)
+from detkit.models.build import build_model
+
+pytest.importorskip("onnx", reason="ONNX export tests need the onnx package")
+pytest.importorskip("onnxruntime", reason="ONNX export tests need onnxruntime")
+
+SIZE = 64
+
+
+def _images() -> list[torch.Tensor]:
+    """The tracing-like image and two others (the graph must not be tied to one image)."""
+    return [torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(s))
+            for s in (0, 5, 6)]
+
+
+def _dense() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model({"type": "dense_detector", "num_classes": 3, "backbone": "snet49",
+                         "neck": "fpn", "neck_channels": 16, "head_convs": 1,
+                         "head_norm": "none", "score_threshold": 0.2, "max_detections": 300})
+    with torch.no_grad():  # spread the scores (untrained heads give near-equal ones)
+        model.head.cls_logits.weight.normal_(0.0, 0.5)
+        model.head.cls_logits.bias.zero_()
+    return model.eval()
+
+
+def _thundernet(nms: str = "nms") -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model({"type": "thundernet_lite", "num_classes": 3, "score_threshold": 0.05,
+                         "max_detections": 300, "nms": nms})
+    with torch.no_grad():
+        model.rcnn.head.cls_score.weight.normal_(0.0, 3.0)
+        model.rcnn.head.bbox_pred.weight.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def _assert_same(onnx_out: dict, torch_out: dict) -> None:
+    """Same detections up to the order of equal-score ties: pair each ONNX detection with the
+    closest PyTorch one of the same label (boxes within 1e-3 px, scores within 1e-5)."""
+    ref = {k: v.numpy() for k, v in torch_out.items()}
+    assert len(onnx_out["boxes"]) == len(ref["boxes"]) > 0
+    free = np.ones(len(ref["boxes"]), dtype=bool)
+    for box, score, label in zip(onnx_out["boxes"], onnx_out["scores"], onnx_out["labels"],
+                                 strict=True):
+        diff = np.abs(ref["boxes"] - box).max(axis=1)
+        diff[~free | (ref["labels"] != label)] = np.inf
+        j = int(np.argmin(diff))
+        assert diff[j] <= 1e-3 and abs(ref["scores"][j] - score) <= 1e-5
+        free[j] = False
+    assert onnx_out["labels"].dtype == np.int64
+    assert np.all(np.diff(onnx_out["scores"]) <= 1e-6)  # decreasing scores
+
+
+@pytest.mark.parametrize("make", [_dense, _thundernet], ids=["dense", "thundernet"])
+def test_onnxruntime_matches_pytorch(make, tmp_path: Path) -> None:
+    model = make()
+    path = export_onnx(model, tmp_path / "m.onnx", SIZE)
+    assert not model.training
+    for image in _images():
+        with torch.no_grad():
+            expected = model([image[0]])[0]
+        _assert_same(run_onnxruntime(path, image), expected)
+
+
+def test_diou_nms_model_exports_with_plain_nms_and_metadata(tmp_path: Path) -> None:
+    import onnx
+
+    model = _thundernet(nms="diou_nms")
+    meta = describe_model("thundernet_lite", SIZE, ["a", "b", "c"])
+    with pytest.warns(ExportWarning, match="ONNX has no diou_nms"):
+        path = export_onnx(model, tmp_path / "t.onnx", SIZE, metadata=meta)
+    assert model.rcnn.postprocess.nms == "diou_nms"  # the caller's model is unchanged
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    assert props["class_names"] == ["a", "b", "c"] and props["img_size"] == SIZE
+    image = _images()[1]
+    plain = _thundernet(nms="nms")
+    with torch.no_grad():
+        expected = plain([image[0]])[0]
+    _assert_same(run_onnxruntime(path, image), expected)
+
+
+def test_wrapper_checks_and_match_helper() -> None:
+    wrapper = OnnxDetector(_dense())
+    with pytest.raises(ValueError, match=r"\[1, 3, H, W\]"):
+        wrapper(torch.rand(3, SIZE, SIZE))
+    a = {"boxes": np.array([[0, 0, 10, 10], [5, 5, 9, 9]], float), "labels": np.array([1, 2])}
+    swapped = {"boxes": a["boxes"][::-1] + 5e-4, "labels": a["labels"][::-1]}
+    assert match_detections(a, swapped) == (True, pytest.approx(5e-4))
+    relabeled = {"boxes": a["boxes"], "labels": np.array([2, 1])}
+    assert match_detections(a, relabeled)[0] is False
+    with pytest.raises(ValueError, match="img_size"):
+        export_onnx(_dense(), "unused.onnx", 16)

@@ -1,0 +1,161 @@
+"""Trainer: exact resume after SIGKILL, non-finite loss guard, torchvision models unchanged."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkit.engine.checkpoint import load_checkpoint
+from detkit.engine.logging import read_jsonl
+from detkit.engine.trainer import NonFiniteLossError
+
+from ._tiny import TinyDetector, tiny_config, tiny_trainer
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    sys.path[:0] = [{repo!r}, {here!r}]
+    import _tiny
+    work_dir, kill_at = sys.argv[1], int(sys.argv[2])
+    trainer = _tiny.tiny_trainer(work_dir, _tiny.tiny_config())
+    def after_step(losses):
+        if trainer.state.global_iter == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    trainer.after_step = after_step
+    trainer.train()
+""")
+
+
+def _run(script: Path, work_dir: Path, kill_at: int) -> int:
+    proc = subprocess.run([sys.executable, str(script), str(work_dir), str(kill_at)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode not in (0, -9):
+        raise AssertionError(proc.stderr[-2000:])
+    return proc.returncode
+
+
+def _losses(work_dir: Path) -> list[tuple[int, float]]:
+    return [(r["iter"], r["loss"]) for r in read_jsonl(work_dir / "log.jsonl")
+            if r["kind"] == "train"]
+
+
+def test_resume_after_sigkill_gives_identical_losses(tmp_path: Path) -> None:
+    # 16 images / batch 4 = 4 iterations per epoch; 10 iterations; the kill at iteration 5
+    # lands inside epoch 1 (batch 1 of 4), so the resumed run must skip one consumed batch.
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(repo=str(REPO), here=str(HERE)))
+    full, split = tmp_path / "full", tmp_path / "split"
+    tiny_trainer(full, tiny_config()).train()  # uninterrupted reference, in this process
+    assert _run(script, split, kill_at=5) == -9  # the subprocess died by SIGKILL
+    assert [it for it, _ in _losses(split)] == [1, 2, 3, 4, 5]
+    assert load_checkpoint(split / "last.pth")["trainer"]["global_iter"] == 5
+    resumed = tiny_trainer(split, tiny_config())  # a fresh process state, as after a crash
+    resumed.resume(split / "last.pth")
+    resumed.train()
+    a, b = _losses(full), _losses(split)
+    print("uninterrupted:", [f"{v:.6f}" for _, v in a])
+    print("killed+resumed:", [f"{v:.6f}" for _, v in b])
+    assert [it for it, _ in a] == list(range(1, 11))
+    assert a == b  # bitwise-equal float losses, step for step
+    wa = load_checkpoint(full / "last.pth")
+    wb = load_checkpoint(split / "last.pth")
+    for key, value in wa["model"].items():
+        assert torch.equal(value, wb["model"][key]), key
+    for key, value in wa["ema"]["module"].items():
+        assert torch.equal(value, wb["ema"]["module"][key]), key
+
+
+def test_nonfinite_loss_is_skipped_and_counted(tmp_path: Path) -> None:
+    model = TinyDetector()
+    model.nan_at = {2}  # forward call 2 = iteration 3
+    cfg = tiny_config(schedule={"max_iters": 5}, train={"checkpoint_interval": 0})
+    trainer = tiny_trainer(tmp_path, cfg, model=model)
+    snapshots: list[torch.Tensor] = []
+    trainer.after_step = lambda losses: snapshots.append(model.fc.weight.detach().clone())
+    state = trainer.train()
+    assert state.nonfinite_total == 1
+    assert state.global_iter == 5
+    assert torch.equal(snapshots[1], snapshots[2])  # iteration 3 changed no weight
+    assert not torch.equal(snapshots[2], snapshots[3])  # iteration 4 trained again
+    assert all(math.isfinite(p.sum().item()) for p in model.parameters())
+    logged = [r["iter"] for r in read_jsonl(tmp_path / "log.jsonl") if r["kind"] == "train"]
+    assert logged == [1, 2, 4, 5]
+
+
+def test_consecutive_nonfinite_losses_stop_with_checkpoint(tmp_path: Path) -> None:
+    model = TinyDetector()
+    model.nan_at = {1, 2, 3}  # iterations 2, 3, 4 (1-based)
+    cfg = tiny_config(schedule={"max_iters": 8}, train={"max_nonfinite": 3,
+                                                         "checkpoint_interval": 0})
+    trainer = tiny_trainer(tmp_path, cfg, model=model)
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row, the last at "
+                                                  "iteration 4"):
+        trainer.train()
+    ckpt = load_checkpoint(tmp_path / "last.pth")
+    assert ckpt["trainer"]["global_iter"] == 4
+    assert ckpt["trainer"]["nonfinite_total"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_torchvision_detector_trains_unchanged(tmp_path: Path) -> None:
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    torch.manual_seed(0)
+    model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
+                                                  num_classes=4, min_size=64, max_size=64)
+    cfg = tiny_config(data={"batch_size": 2}, optim={"base_lr": 0.01, "base_batch_size": 2},
+                      schedule={"warmup": "none"}, train={"ema": {"enabled": False}})
+    trainer = tiny_trainer(tmp_path, cfg, n=4, model=model)
+    images, targets = next(iter(trainer.loader))
+    before = model.roi_heads.box_predictor.cls_score.weight.detach().clone()
+    losses = trainer.train_step(images, targets)
+    assert losses is not None
+    names = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+    assert set(names) <= set(losses)
+    # the total is the plain sum of torchvision's four named losses
+    assert losses["loss"] == pytest.approx(sum(losses[k] for k in names), rel=1e-6)
+    after = model.roi_heads.box_predictor.cls_score.weight
+    assert not torch.equal(before, after)
+
+
+class _DenseTiny(TinyDetector):
+    """TinyDetector exposing per-anchor class logits [B, 1, C] like the dense detector."""
+
+    def head_logits(self, images: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(images)
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))[:, None, 4:]
+
+
+def test_distillation_loss_is_added_with_weight_and_temperature(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    teacher = _DenseTiny().eval()
+    trainer = tiny_trainer(tmp_path, tiny_config(), model=_DenseTiny(), noise=False)
+    # the teacher a config's train.distill section would load from its checkpoint:
+    trainer.teacher, trainer._distill_kind = teacher, "dense"
+    trainer.options.distill_weight, trainer.options.distill_temperature = 0.5, 2.0
+    images, targets = next(iter(trainer.loader))
+    with torch.no_grad():
+        s = trainer.model.head_logits(images)[:, 0]
+        t = teacher.head_logits(images)[:, 0]
+    # Hinton et al.: T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over the 4 rows
+    p_t = torch.softmax(t / 2.0, dim=1)
+    kl = (p_t * (torch.log_softmax(t / 2.0, 1) - torch.log_softmax(s / 2.0, 1))).sum(1).mean()
+    losses = trainer.train_step(images, targets)
+    assert losses["loss_distill"] == pytest.approx(0.5 * 4.0 * kl.item(), rel=1e-5)
+    assert losses["loss"] == pytest.approx(
+        losses["loss_box"] + losses["loss_cls"] + losses["loss_distill"], rel=1e-6)
+
+
+def test_distillation_needs_matching_families() -> None:
+    from detkit.engine.trainer import _distill_kind
+
+    with pytest.raises(ValueError, match="same family"):
+        _distill_kind(_DenseTiny(), TinyDetector())

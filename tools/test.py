@@ -1,0 +1,112 @@
+"""COCO evaluation of a checkpoint: ``tools/test.py CONFIG CHECKPOINT [--out DIR] [key=value ...]``.
+
+Evaluates on ``test.ann_file`` when the config sets it, else on ``data.val``. EMA weights are
+used when the checkpoint has them. Test-time options come from the config's ``test`` section
+(NMS kind and thresholds, score threshold, input size, image pyramid ``test.scales``).
+Writes into --out (default ``<checkpoint dir>/test_<split>``): ``metrics.json``,
+``detections.json`` (COCO results, the dataset's own category ids), ``pr_curves.png`` and
+``per_class_ap.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detkit.config import ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML config file (see configs/)")
+    parser.add_argument("checkpoint", help="checkpoint written by tools/train.py (.pth)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: <checkpoint dir>/test_<split>)")
+    parser.add_argument("--no-ema", action="store_true",
+                        help="evaluate the raw weights even when the checkpoint has EMA ones")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted config overrides, e.g. test.scales=[448,512,576]")
+    return parser.parse_intermixed_args(argv)
+
+
+def eval_split(cfg: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """(split name, annotation file, image folder): ``test.ann_file`` if set, else data.val."""
+    test = cfg.get("test") or {}
+    if test.get("ann_file"):
+        return "test", test["ann_file"], test.get("img_dir")
+    data = cfg["data"]
+    if data["synthetic"]["enabled"]:
+        from detkit.engine.build import prepare_synthetic
+
+        data = prepare_synthetic(cfg)
+    if not data["val"]["ann_file"]:
+        raise ValueError("nothing to evaluate: set test.ann_file or data.val.ann_file")
+    return "val", data["val"]["ann_file"], data["val"]["img_dir"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    from detkit.data.coco import CocoDetection
+    from detkit.engine.inference import (
+        Predictor,
+        keep_raw,
+        load_detector,
+        predict_dataset,
+        read_test_options,
+        resolve_device,
+    )
+    from detkit.evaluation import evaluate_detections, save_results_json
+    from detkit.evaluation.plots import save_evaluation_plots
+
+    try:
+        options = read_test_options(cfg)
+        split, ann_file, img_dir = eval_split(cfg)
+    except ValueError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"test_{split}"
+    dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw)
+    try:
+        loaded = load_detector(cfg, args.checkpoint, dataset.num_classes,
+                               resolve_device(cfg["device"]), options, prefer_ema=not args.no_ema)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    predictor = Predictor.from_options(loaded, options)
+    sizes = "x".join(str(s) for s in predictor.sizes)
+    print(f"evaluating {args.checkpoint} ({loaded.weights} weights) on {split} split "
+          f"{ann_file}: {len(dataset)} images, input {sizes}"
+          + (f", pyramid merged by {predictor.merge_nms}" if len(predictor.sizes) > 1 else ""),
+          flush=True)
+    start = time.perf_counter()
+    results = predict_dataset(predictor, dataset, cfg["eval"]["batch_size"],
+                              cfg["data"]["num_workers"])
+    seconds = time.perf_counter() - start
+    print(f"{len(results)} detections in {seconds:.1f} s "
+          f"({len(dataset) / max(seconds, 1e-9):.1f} images/s)", flush=True)
+    result = evaluate_detections(dataset.coco.dataset, results, max_dets=options.max_dets,
+                                 extra_area_ranges=options.extra_area_ranges or None)
+    print(result.summary_table(), flush=True)
+    paths = {"metrics": result.to_json(out / "metrics.json"),
+             "detections": save_results_json(results, out / "detections.json"),
+             **save_evaluation_plots(result, out)}
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
