@@ -10,9 +10,8 @@ score. The input size S is fixed at export time. Map boxes to the original image
 Export uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``, opset 17;
 ``roi_align(aligned=True)`` needs >= 16). ONNX has only plain NMS (``NonMaxSuppression``), so a
 model configured with DIoU-/Soft-/Cluster-NMS is exported with plain NMS at the same IoU
-threshold, with an :class:`ExportWarning`. ThunderNet's R-CNN stage is traced for one image
-without the per-image split of :meth:`RCNNStage.detect`, whose split sizes would otherwise be
-frozen to the example image's proposal count.
+threshold, with an :class:`ExportWarning`. One image goes through the graph, so no per-image
+split (whose sizes tracing would freeze) is recorded.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from detkit.engine.inference import postprocess_config, with_postprocess
-from detkit.models.postprocess import postprocess_image
 
 __all__ = [
     "ExportWarning",
@@ -47,22 +45,6 @@ class ExportWarning(UserWarning):
     """A setting of the model that ONNX cannot express was replaced during export."""
 
 
-def _thundernet_single(model: nn.Module, image: Tensor) -> dict[str, Tensor]:
-    """ThunderNet's eval forward for one image, written without a per-image split."""
-    batch = model.transform([image])
-    features = model.feature_map(batch.tensor)
-    rpn = model.rpn(features, batch.image_sizes)
-    pooled_from = model.roi_features(features, rpn.features)
-    rcnn = model.rcnn
-    logits, deltas = rcnn.head(pooled_from, rpn.proposals)
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    boxes = rcnn.box_coder.decode(deltas, rpn.proposals[0])
-    if not rcnn.head.class_agnostic:
-        boxes = boxes.reshape(boxes.shape[0], -1, 4)
-    size = batch.image_sizes[0]
-    return postprocess_image([probs], [boxes], (int(size[0]), int(size[1])), rcnn.postprocess)
-
-
 class OnnxDetector(nn.Module):
     """Tensor-in, tensors-out view of a detector for export.
 
@@ -72,19 +54,13 @@ class OnnxDetector(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        from detkit.models.detectors.thundernet import ThunderNet
-
         self.model = model
-        self.two_stage = isinstance(model, ThunderNet)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """See the class docstring."""
         if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
             raise ValueError(f"image must be [1, 3, H, W], got {tuple(image.shape)}")
-        if self.two_stage:
-            det = _thundernet_single(self.model, image[0])
-        else:
-            det = self.model([image[0]])[0]
+        det = self.model([image[0]])[0]
         return det["boxes"], det["scores"], det["labels"]
 
 

@@ -254,13 +254,16 @@ class RCNNStage(nn.Module):
         boxes = self.box_coder.decode(deltas, rois)
         if not self.head.class_agnostic:
             boxes = boxes.reshape(boxes.shape[0], -1, 4)
-        counts = [int(r.shape[0]) for r in rois_per_image]
-        results = []
-        for p, b, size in zip(probs.split(counts), boxes.split(counts), image_sizes, strict=True):
-            results.append(
-                postprocess_image([p], [b], (int(size[0]), int(size[1])), self.postprocess)
-            )
-        return results
+        if len(rois_per_image) == 1:
+            # one image: no split, so an exported graph keeps the RoI count dynamic
+            per_image = [(probs, boxes)]
+        else:
+            counts = [int(r.shape[0]) for r in rois_per_image]
+            per_image = list(zip(probs.split(counts), boxes.split(counts), strict=True))
+        return [
+            postprocess_image([p], [b], (int(size[0]), int(size[1])), self.postprocess)
+            for (p, b), size in zip(per_image, image_sizes, strict=True)
+        ]
 
     def forward(
         self,
