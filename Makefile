@@ -14,7 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) benchmarks/bench_ops.py --quick
+	$(PY) tools/demo.py
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
