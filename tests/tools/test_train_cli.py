@@ -64,8 +64,8 @@ def test_demo_config_runs_end_to_end(tmp_path: Path) -> None:
                "schedule.max_iters=2", "schedule.warmup_iters=1", "train.log_interval=1",
                "eval.interval=1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    # 10 images -> 8 train; lr = 0.001 x 4 / 8 = 0.0005 by the linear scaling rule
-    assert "linear scaling rule: lr = 0.001 x 4 / 8 = 0.0005" in res.stdout
+    # 10 images -> 8 train; lr = 0.004 x 4 / 8 = 0.002 by the linear scaling rule
+    assert "linear scaling rule: lr = 0.004 x 4 / 8 = 0.002" in res.stdout
     assert (work / "config.yaml").is_file() and (work / "loss.png").is_file()
     records = read_jsonl(work / "log.jsonl")
     assert [r["iter"] for r in records if r["kind"] == "train"] == [1, 2]
