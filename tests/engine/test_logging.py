@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from detkit.engine.logging import (
     TrainLogger,
     format_eta,
@@ -59,3 +61,18 @@ def test_missing_tensorboard_gives_one_line_notice(tmp_path: Path, monkeypatch, 
     assert out == ["tensorboard not installed: TensorBoard scalars skipped "
                    "(pip install tensorboard to enable)"]
     assert log._tb is None
+
+
+def test_tensorboard_scalars_are_written(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="TensorBoard scalars need the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = TrainLogger(tmp_path, total_iters=2, use_tqdm=False)
+    log.train_step(1, 0, {"loss": 2.0}, lr=0.1, images_per_s=8.0)
+    log.train_step(2, 0, {"loss": 1.5}, lr=0.05, images_per_s=8.0)
+    log.write({"kind": "eval", "iter": 2, "epoch": 0, "AP": 0.25})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 2.0), (2, 1.5)]
+    assert [(e.step, e.value) for e in events.Scalars("eval/AP")] == [(2, 0.25)]
