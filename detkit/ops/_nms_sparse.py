@@ -1,18 +1,22 @@
 """Sparse greedy NMS kernel (IoU or DIoU criterion), compiled with numba when present.
 
-Greedy NMS only ever compares boxes that intersect: for two boxes with no
-overlap IoU = 0, so neither IoU > t nor IoU - (rho^2 / c^2)^beta > t can
-hold for t >= 0. The kernel therefore
+Greedy NMS only ever needs to compare boxes that intersect: for two boxes
+with no overlap IoU = 0, so neither IoU > t nor IoU - (rho^2 / c^2)^beta > t
+can hold for t >= 0. The kernel therefore
 
-1. sweeps the boxes sorted by x1 and, for each box, visits only the boxes
-   whose x1 lies before its x2 (sweep and prune), evaluating the criterion
-   for the pairs that also overlap in y and share a class;
-2. records every pair whose criterion exceeds the threshold, grouped by the
-   better-ranked box (a counting sort);
-3. runs the greedy pass over that adjacency list.
+1. files the boxes into uniform grids, one per size level (sides within a
+   factor of 2), each cell as large as the level's largest side, keyed by the
+   cell of the box's top-left corner;
+2. runs the greedy pass in score order: each kept box visits, on every level,
+   only the cells where a box intersecting it can start, skipping boxes that
+   are already suppressed or better ranked, and suppresses those whose
+   criterion exceeds the threshold.
 
-The result equals the dense greedy loop exactly: the criterion is symmetric
-and is computed in float64 in a fixed order of operations. Without numba the
+Work thus follows kept boxes times their neighbours, whether the boxes are
+spread out (most kept) or clustered (most suppressed), and a few huge boxes
+do not coarsen the grid of the small ones. The result equals the dense
+greedy loop exactly: the criterion is symmetric and is computed in float64 in
+a fixed order of operations. Without numba the
 same Python functions run as plain (slow) Python; ``detkit.ops.nms`` uses a
 pure-torch matrix path instead in that case.
 """
@@ -66,59 +70,89 @@ def greedy_sparse(boxes, classes, threshold, use_diou, beta):
     Returns a bool [N] keep mask in rank order.
     """
     n = boxes.shape[0]
-    keep = np.ones(n, dtype=np.bool_)
+    keep = np.zeros(n, dtype=np.bool_)
     if n == 0:
         return keep
-    order = np.argsort(boxes[:, 0], kind="mergesort")
-    cap = 4 * n + 16
-    lo = np.empty(cap, dtype=np.int64)
-    hi = np.empty(cap, dtype=np.int64)
-    npairs = 0
-    for a in range(n):
-        i = order[a]
-        ax1, ay1, ax2, ay2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
-        for b in range(a + 1, n):
-            j = order[b]
-            if boxes[j, 0] >= ax2:
-                break
-            if boxes[j, 1] >= ay2 or boxes[j, 3] <= ay1 or classes[i] != classes[j]:
-                continue
-            crit = pair_criterion(
-                ax1,
-                ay1,
-                ax2,
-                ay2,
-                boxes[j, 0],
-                boxes[j, 1],
-                boxes[j, 2],
-                boxes[j, 3],
-                use_diou,
-                beta,
-            )
-            if crit > threshold:
-                if npairs == cap:
-                    cap *= 2
-                    lo2 = np.empty(cap, dtype=np.int64)
-                    hi2 = np.empty(cap, dtype=np.int64)
-                    lo2[:npairs] = lo[:npairs]
-                    hi2[:npairs] = hi[:npairs]
-                    lo, hi = lo2, hi2
-                lo[npairs] = min(i, j)
-                hi[npairs] = max(i, j)
-                npairs += 1
-    # group the suppressing pairs by their better-ranked box (counting sort)
-    start = np.zeros(n + 1, dtype=np.int64)
-    for p in range(npairs):
-        start[lo[p] + 1] += 1
-    for k in range(n):
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(np.maximum(w, h), 0.0)
+    x0 = np.min(boxes[:, 0])
+    y0 = np.min(boxes[:, 1])
+    span_x = max(np.max(boxes[:, 2]) - x0, 0.0)
+    span_y = max(np.max(boxes[:, 3]) - y0, 0.0)
+    smin = max(np.min(side), 1e-6)
+    nlev = 16  # size levels: level l holds sides in [smin * 2^l, smin * 2^(l+1))
+    level = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        lv = 0
+        if side[i] > smin:
+            lv = min(int(np.log2(side[i] / smin)), nlev - 1)
+        level[i] = lv
+    maxw = np.zeros(nlev)
+    maxh = np.zeros(nlev)
+    count = np.zeros(nlev, dtype=np.int64)
+    for i in range(n):
+        lv = level[i]
+        count[lv] += 1
+        maxw[lv] = max(maxw[lv], w[i])
+        maxh[lv] = max(maxh[lv], h[i])
+    # one grid per level, cells as large as the level's largest side (at most ~4 cells
+    # per box), boxes filed by the cell of their top-left corner (CSR layout)
+    cell = np.ones(nlev)
+    nx = np.zeros(nlev, dtype=np.int64)
+    ny = np.zeros(nlev, dtype=np.int64)
+    base = np.zeros(nlev + 1, dtype=np.int64)
+    for lv in range(nlev):
+        if count[lv] > 0:
+            c = max(maxw[lv], maxh[lv], 1e-6)
+            while (int(span_x / c) + 1) * (int(span_y / c) + 1) > 4 * count[lv] + 16:
+                c *= 2.0
+            cell[lv] = c
+            nx[lv] = int(span_x / c) + 1
+            ny[lv] = int(span_y / c) + 1
+        base[lv + 1] = base[lv] + nx[lv] * ny[lv]
+    key = np.empty(n, dtype=np.int64)
+    start = np.zeros(base[nlev] + 1, dtype=np.int64)
+    for i in range(n):
+        lv = level[i]
+        gx = min(int((boxes[i, 0] - x0) / cell[lv]), nx[lv] - 1)
+        gy = min(int((boxes[i, 1] - y0) / cell[lv]), ny[lv] - 1)
+        key[i] = base[lv] + gy * nx[lv] + gx
+        start[key[i] + 1] += 1
+    for k in range(base[nlev]):
         start[k + 1] += start[k]
     fill = start[:-1].copy()
-    victims = np.empty(npairs, dtype=np.int64)
-    for p in range(npairs):
-        victims[fill[lo[p]]] = hi[p]
-        fill[lo[p]] += 1
+    members = np.empty(n, dtype=np.int64)
     for i in range(n):
-        if keep[i]:
-            for q in range(start[i], start[i + 1]):
-                keep[victims[q]] = False
+        members[fill[key[i]]] = i
+        fill[key[i]] += 1
+    # greedy pass: a kept box visits only the cells where an intersecting box can start
+    suppressed = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep[i] = True
+        ax1, ay1, ax2, ay2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        for lv in range(nlev):
+            if count[lv] == 0:
+                continue
+            c = cell[lv]
+            gx0 = max(int((ax1 - maxw[lv] - x0) / c), 0)
+            gx1 = min(int((ax2 - x0) / c), nx[lv] - 1)
+            gy0 = max(int((ay1 - maxh[lv] - y0) / c), 0)
+            gy1 = min(int((ay2 - y0) / c), ny[lv] - 1)
+            for gy in range(gy0, gy1 + 1):
+                row = base[lv] + gy * nx[lv]
+                for q in range(start[row + gx0], start[row + gx1 + 1]):
+                    j = members[q]
+                    if j <= i or suppressed[j]:
+                        continue
+                    bx1, by1, bx2, by2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+                    if bx1 >= ax2 or bx2 <= ax1 or by1 >= ay2 or by2 <= ay1:
+                        continue
+                    if classes[i] != classes[j]:
+                        continue
+                    crit = pair_criterion(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, use_diou, beta)
+                    if crit > threshold:
+                        suppressed[j] = True
     return keep

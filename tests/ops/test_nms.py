@@ -196,3 +196,23 @@ def test_cuda_paths_match_cpu():
     assert gpu.is_cuda and gpu.cpu().tolist() == cpu.tolist()
     keep, _ = soft_nms(boxes.cuda(), scores.cuda())
     assert keep.is_cuda
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mixed_sizes_zero_area_and_huge_boxes(seed):
+    """Sizes over five orders of magnitude, zero-area and image-sized boxes (grid levels)."""
+    g = torch.Generator().manual_seed(seed)
+    boxes, scores = clustered(120, seed)
+    tiny_xy = torch.rand(30, 2, generator=g) * 200
+    tiny = torch.cat([tiny_xy, tiny_xy + torch.rand(30, 2, generator=g) * 0.5], dim=1)
+    flat = torch.cat([tiny_xy[:10], tiny_xy[:10] + torch.tensor([0.0, 20.0])], dim=1)  # w = 0
+    huge = torch.tensor([[0.0, 0.0, 260.0, 250.0], [5.0, 3.0, 255.0, 240.0]])
+    boxes = torch.cat([boxes, tiny, flat, huge])
+    scores = torch.cat([scores, torch.rand(42, generator=g)])
+    for threshold in THRESHOLDS:
+        assert diou_nms(boxes, scores, threshold).tolist() == ref_greedy(
+            boxes, scores, threshold, True
+        )
+        assert nms_module._greedy(boxes, scores, None, threshold, False, 1.0).tolist() == (
+            ref_greedy(boxes, scores, threshold, False)
+        )
