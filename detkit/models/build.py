@@ -1,7 +1,7 @@
 """``build_model(cfg)``: a model from a plain mapping (the ``model:`` section of a config).
 
-``cfg["type"]`` names the preset builder ("dense_detector" or "thundernet_lite");
-every other key is passed to it as a keyword argument. Keys the builder does not
+``cfg["type"]`` names the preset builder ("dense_detector", "thundernet_lite" or
+"torchvision"); every other key is passed to it as a keyword argument. Keys the builder does not
 take raise ``ValueError`` naming the valid keys and the closest match, e.g.
 ``unknown key 'box_los' for dense_detector (did you mean 'box_loss'?)``.
 """
@@ -16,12 +16,44 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["MODEL_TYPES", "build_model", "model_builder"]
+__all__ = ["MODEL_TYPES", "TORCHVISION_DETECTORS", "build_model", "model_builder",
+           "torchvision_detector"]
 
+# type -> "module" (builder named like the type) or "module:function".
 MODEL_TYPES: dict[str, str] = {
     "dense_detector": "detkit.models.detectors.dense",
     "thundernet_lite": "detkit.models.detectors.thundernet",
+    "torchvision": "detkit.models.build:torchvision_detector",
 }
+
+# Peer detectors of torchvision.models.detection that the "torchvision" type builds.
+TORCHVISION_DETECTORS: tuple[str, ...] = (
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+)
+
+
+def torchvision_detector(num_classes: int, name: str,
+                         options: Mapping[str, Any] | None = None) -> nn.Module:
+    """A torchvision detection model trained from scratch (``weights=None``, no download).
+
+    ``num_classes`` is K, detkit's count without background; torchvision counts the
+    background, so the model is built with ``num_classes=K + 1`` and predicts labels 1..K,
+    the contract's labels. It follows the same ``model(images, targets)`` convention as
+    detkit's detectors (normalisation and resizing happen inside it). ``options`` are
+    extra keyword arguments of the torchvision builder (e.g. ``box_score_thresh``).
+    """
+    if name not in TORCHVISION_DETECTORS:
+        hint = _nearest(str(name), list(TORCHVISION_DETECTORS))
+        raise ValueError(f"unknown torchvision detector {name!r}{hint}; "
+                         f"valid names: {', '.join(TORCHVISION_DETECTORS)}")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    from torchvision.models import detection
+
+    builder = getattr(detection, name)
+    return builder(weights=None, weights_backbone=None, num_classes=int(num_classes) + 1,
+                   **dict(options or {}))
 
 
 def _nearest(name: str, choices: list[str]) -> str:
@@ -38,7 +70,8 @@ def model_builder(model_type: str) -> Callable[..., nn.Module]:
             f"unknown model type {model_type!r}{_nearest(str(model_type), valid)}; "
             f"valid types: {', '.join(valid)}"
         )
-    return getattr(importlib.import_module(MODEL_TYPES[model_type]), model_type)
+    module, _, function = MODEL_TYPES[model_type].partition(":")
+    return getattr(importlib.import_module(module), function or model_type)
 
 
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
