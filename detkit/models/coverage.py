@@ -92,6 +92,10 @@ class CoverageReport:
         head += f"{'covered%':>9} {'mean best IoU':>14}"
         lines = [f"input {self.input_size}x{self.input_size}, {self.num_anchors} anchors", head]
         for r in self.rows:
+            if r.count == 0:  # no boxes of this class in this bucket: nothing to measure
+                lines.append(f"{r.bucket:<8} {r.class_name:<12} {0:>6} {0:>8} "
+                             f"{'n/a':>9} {'n/a':>14}")
+                continue
             lines.append(
                 f"{r.bucket:<8} {r.class_name:<12} {r.count:>6} {r.covered:>8} "
                 f"{100 * r.coverage:>8.1f}% {r.mean_best_iou:>14.3f}"
