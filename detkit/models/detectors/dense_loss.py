@@ -140,7 +140,12 @@ class DenseLoss:
         ).sum(dim=1)
         per_anchor = per_anchor * anchor_weight
         if self.sampling == "ohem":
-            keep_pos, keep_neg = hard_negative_mining(per_anchor, matched, self.neg_pos_ratio)
+            # an image without objects still trains its hardest negatives (as if it
+            # had one positive), so background-only images are not silently ignored
+            min_neg = int(self.neg_pos_ratio)
+            keep_pos, keep_neg = hard_negative_mining(
+                per_anchor, matched, self.neg_pos_ratio, min_negatives=min_neg
+            )
             selected = keep_pos | keep_neg
         else:
             selected = matched != -2
