@@ -114,10 +114,12 @@ def find_position(
     max_overlap: float,
     tries: int,
 ) -> tuple[int, int] | None:
-    """Top-left (x, y) for a patch inside the region whose IoU with ``existing`` is <= max_overlap.
+    """Top-left (x, y) for a patch inside the region that overlaps ``existing`` boxes little.
 
-    ``max_overlap == 0`` means no intersection at all. All ``tries`` candidates are drawn at
-    once and the first valid one wins; None when no candidate fits.
+    A position is valid when, for every existing box, IoU <= ``max_overlap`` and the covered
+    fraction of that box <= ``max_overlap``; ``max_overlap == 0`` means no intersection at
+    all. All ``tries`` candidates are drawn at once and the first valid one wins; None when
+    no candidate fits.
     """
     ph, pw = patch_hw
     rh, rw = region_hw
@@ -134,7 +136,12 @@ def find_position(
     inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
     if max_overlap > 0:
         areas = (ex[:, 2] - ex[:, 0]) * (ex[:, 3] - ex[:, 1])
-        ok = (inter <= max_overlap * (pw * ph + areas - inter)).all(axis=1)
+        # IoU <= max_overlap, and no existing box more than max_overlap covered (a large
+        # patch over a small object can have a low IoU yet hide the object)
+        ok = (
+            (inter <= max_overlap * (pw * ph + areas - inter))
+            & (inter <= max_overlap * areas)
+        ).all(axis=1)
     else:
         ok = ~(inter > 0).any(axis=1)
     hits = np.flatnonzero(ok)

@@ -195,3 +195,18 @@ def test_bank_from_dataset_and_paste():
     assert len(out["boxes"]) == 4 and out["labels"][2:].tolist() == [2, 2]
     with pytest.raises(ValueError, match="bank"):
         SmallObjectCopyPaste(source="bank")
+
+
+def test_position_never_hides_a_small_box_behind_a_large_patch():
+    # existing box (20, 20, 30, 30), area 100; a 20x20 patch at (15, 15) covers it fully:
+    # IoU = 100 / 400 = 0.25 <= 0.3, but the covered fraction is 100 / 100 = 1 > 0.3
+    existing = np.array([[20.0, 20.0, 30.0, 30.0]], dtype=np.float32)
+
+    class Fixed:
+        """A generator stand-in that proposes (15, 15) and then (60, 60)."""
+
+        def integers(self, low, high, size):
+            return np.array([15, 60][:size])
+
+    pos = find_position(Fixed(), (20, 20), (100, 100), existing, max_overlap=0.3, tries=2)
+    assert pos == (60, 60)
