@@ -230,6 +230,7 @@ class AlbumentationsStep:
         self._share_generators(seed)
         self.boxes_seen = 0
         self.boxes_dropped = 0
+        self.ignore_boxes_dropped = 0
         self._seeded_for: int | None = None
 
     def _share_generators(self, seed: int | None) -> None:
@@ -295,17 +296,19 @@ class AlbumentationsStep:
             out["masks"] = np.asarray(res["masks"])[keep]
         elif "masks" in target:
             out["masks"] = np.zeros((0, *res["image"].shape[:2]), np.uint8)
-        self._count(n, n - len(keep))
+        self._count(n, n - len(keep), m - int(is_ignore.sum()))
         return res["image"], out
 
-    def _count(self, seen: int, dropped: int) -> None:
+    def _count(self, seen: int, dropped: int, ignore_dropped: int = 0) -> None:
         self.boxes_seen += seen
-        if dropped:
+        self.ignore_boxes_dropped += ignore_dropped
+        if dropped or ignore_dropped:
             self.boxes_dropped += dropped
-            logger.debug("augmentation dropped %d boxes (total %d)", dropped, self.boxes_dropped)
+            logger.debug("augmentation dropped %d boxes and %d ignore regions (totals %d, %d)",
+                         dropped, ignore_dropped, self.boxes_dropped, self.ignore_boxes_dropped)
             warnings.warn(
-                "albumentations dropped boxes (min_visibility / min_area / zero size); "
-                "see AlbumentationsStep.boxes_dropped for the count",
+                "albumentations dropped boxes or ignore regions (min_visibility / min_area / "
+                "zero size); see AlbumentationsStep.boxes_dropped and .ignore_boxes_dropped",
                 BoxesDroppedWarning,
                 stacklevel=3,
             )

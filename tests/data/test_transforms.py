@@ -87,6 +87,19 @@ def test_flip_then_letterbox_maps_back_with_img_scale():
     np.testing.assert_allclose(out["area"], [400.0])
 
 
+def test_dropped_ignore_regions_are_counted_and_warned():
+    image = np.zeros((20, 20, 3), np.uint8)
+    target = make_target([[0, 0, 5, 5]], labels=[1])
+    # ignore region (15, 15, 19, 19) lies outside the 10x10 crop: dropped, and counted
+    target["ignore_boxes"] = np.array([[15, 15, 19, 19], [2, 2, 6, 6]], np.float32)
+    cfg = [{"type": "Crop", "x_min": 0, "y_min": 0, "x_max": 10, "y_max": 10, "p": 1.0}]
+    pipe = build_transforms(cfg, 10, train=True, to_tensor=False)
+    with pytest.warns(BoxesDroppedWarning, match="ignore regions"):
+        _, out = pipe(image, target)
+    assert pipe.augment.ignore_boxes_dropped == 1 and pipe.boxes_dropped == 0
+    np.testing.assert_allclose(out["ignore_boxes"], [[2, 2, 6, 6]], atol=1e-4)
+
+
 def test_dropped_boxes_are_counted_and_warned():
     image = np.zeros((20, 20, 3), np.uint8)
     # box 0 inside the crop; box 1 keeps 2 of 10 columns (visibility 0.2 < 0.3); box 2 kept
