@@ -256,14 +256,20 @@ class RegionProposalNetwork(nn.Module):
         targets: Sequence[Mapping[str, Tensor]],
     ) -> dict[str, Tensor]:
         """``rpn_objectness`` (BCE) and ``rpn_box`` losses; see the module docstring."""
-        logits, labels, box_terms = [], [], []
+        logits, labels, obj_weights, box_terms = [], [], [], []
         for i, target in enumerate(targets):
             gt = target["boxes"].to(anchors.dtype)
             matched = self.matcher(anchors, gt, target.get("ignore_boxes"))
             pos, neg = sample_balanced(matched, self.batch_size_per_image, self.positive_fraction)
             sampled = pos | neg
+            # per-box weights (mixup ratios) weight the anchors matched to each box
+            box_w = target.get("weights")
+            anchor_w = torch.ones_like(objectness[i])
+            if box_w is not None and bool(pos.any()):
+                anchor_w[pos] = box_w.to(anchor_w)[matched[pos]]
             logits.append(objectness[i, sampled])
             labels.append(pos[sampled].to(objectness.dtype))
+            obj_weights.append(anchor_w[sampled])
             if bool(pos.any()):
                 box_terms.append(
                     box_regression_loss(
@@ -272,6 +278,7 @@ class RegionProposalNetwork(nn.Module):
                         anchors[pos],
                         gt[matched[pos]],
                         self.box_coder,
+                        anchor_w[pos],
                     )
                 )
         all_logits = torch.cat(logits)
@@ -280,7 +287,9 @@ class RegionProposalNetwork(nn.Module):
             obj_loss = objectness.sum() * 0.0
         else:
             obj_loss = (
-                F.binary_cross_entropy_with_logits(all_logits, torch.cat(labels), reduction="sum")
+                F.binary_cross_entropy_with_logits(
+                    all_logits, torch.cat(labels), weight=torch.cat(obj_weights), reduction="sum"
+                )
                 / num_sampled
             )
         if box_terms:

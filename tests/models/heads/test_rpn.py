@@ -115,3 +115,21 @@ def test_forward_train_and_eval() -> None:
     assert out.losses == {}
     assert all(p.shape[0] <= 200 for p in out.proposals)
     assert float(out.proposals[1][:, 2].max()) <= 64 and float(out.proposals[1][:, 3].max()) <= 72
+
+
+def test_mixup_weights_scale_the_matched_anchors() -> None:
+    rpn = RegionProposalNetwork()
+    features = torch.zeros(1, 245, 4, 4)
+    anchors = rpn.anchors_for(features)
+    n = anchors.shape[0]
+    objectness, deltas = torch.zeros(1, n), torch.zeros(1, n, 4)
+    box = torch.tensor([[8.0, 8.0, 40.0, 40.0]])
+    losses = []
+    for w in (1.0, 0.5):
+        torch.manual_seed(0)  # the same anchors are sampled in both calls
+        target = {"boxes": box, "labels": torch.tensor([1]), "weights": torch.tensor([w])}
+        losses.append(rpn.compute_losses(objectness, deltas, anchors, [target]))
+    # every positive anchor matches the one box: its box terms are halved exactly
+    torch.testing.assert_close(losses[1]["rpn_box"], 0.5 * losses[0]["rpn_box"])
+    # BCE is ln 2 per sampled anchor; positives now count 0.5: mean drops below ln 2
+    assert float(losses[1]["rpn_objectness"]) < math.log(2.0) - 1e-6
