@@ -188,6 +188,11 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
+        elif self.ema is not None:
+            # the checkpoint has no EMA (trained without it): start the EMA from the resumed
+            # weights, not from the freshly initialised model the EMA was built from
+            self.ema.module.load_state_dict(unwrap(self.model).state_dict())
+            self.ema.updates = 0
         self.state = TrainState(**ckpt["trainer"])
         sampler = getattr(self.loader.batch_sampler, "sampler", None)
         if ckpt.get("sampler") is not None and hasattr(sampler, "load_state_dict"):

@@ -159,3 +159,15 @@ def test_distillation_needs_matching_families() -> None:
 
     with pytest.raises(ValueError, match="same family"):
         _distill_kind(_DenseTiny(), TinyDetector())
+
+
+def test_resume_without_ema_in_checkpoint_starts_ema_from_resumed_weights(tmp_path: Path) -> None:
+    plain = tiny_trainer(tmp_path / "a", tiny_config(train={"ema": {"enabled": False}},
+                                                      schedule={"max_iters": 4}))
+    plain.train()  # writes last.pth without an EMA entry
+    resumed = tiny_trainer(tmp_path / "b", tiny_config(schedule={"max_iters": 6}))
+    resumed.resume(tmp_path / "a" / "last.pth")
+    model_state = resumed.model.state_dict()
+    for key, value in resumed.ema.module.state_dict().items():
+        assert torch.equal(value, model_state[key]), key
+    assert resumed.ema.updates == 0
