@@ -303,6 +303,9 @@ class SmallObjectCopyPaste:
     def _region(self, image: np.ndarray, target: dict) -> tuple[int, int]:
         """Height and width of the non-padded image content (letterbox pads right/bottom)."""
         h, w = image.shape[:2]
+        if "content_size" in target:  # written by the letterbox, right after any crop
+            ch, cw = target["content_size"]
+            return min(h, int(ch)), min(w, int(cw))
         if "orig_size" in target and "img_scale" in target:
             oh, ow = target["orig_size"]
             s = float(target["img_scale"])

@@ -77,6 +77,9 @@ def resize_batch(
                 masks = masks.to(torch.as_tensor(target["masks"]).dtype)
             new["masks"] = masks
         new["img_scale"] = float(target.get("img_scale", 1.0)) * factor
+        if "content_size" in target:
+            ch, cw = target["content_size"]
+            new["content_size"] = (min(nh, round(int(ch) * sy)), min(nw, round(int(cw) * sx)))
         out_targets.append(new)
     return out_images, out_targets
 

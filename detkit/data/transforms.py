@@ -145,7 +145,8 @@ def letterbox(
     """Resize keeping the aspect ratio so the image fits ``size``, then pad right/bottom.
 
     scale = min(H_out / h, W_out / w); boxes, ignore_boxes *= scale, area *= scale^2 and
-    ``img_scale`` is multiplied by scale, so original boxes = boxes / img_scale.
+    ``img_scale`` is multiplied by scale, so original boxes = boxes / img_scale;
+    ``content_size`` = (new_h, new_w) is the non-padded region at the top-left.
     image: uint8 [h, w, C] -> uint8 [H_out, W_out, C]; masks [N, h, w] -> [N, H_out, W_out].
     """
     out_h, out_w = _as_size(size)
@@ -169,6 +170,7 @@ def letterbox(
     if "masks" in target:
         out["masks"] = _resize_masks(np.asarray(target["masks"]), (new_h, new_w), (out_h, out_w))
     out["img_scale"] = float(target.get("img_scale", 1.0)) * scale
+    out["content_size"] = (int(new_h), int(new_w))  # the non-padded region, top-left
     return canvas, out
 
 

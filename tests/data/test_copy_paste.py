@@ -15,6 +15,7 @@ from detkit.data.copy_paste import (
     jitter_patch,
     small_object_indices,
 )
+from detkit.data.transforms import letterbox
 
 
 def pairwise_iou_loop(a, b):
@@ -210,3 +211,16 @@ def test_position_never_hides_a_small_box_behind_a_large_patch():
 
     pos = find_position(Fixed(), (20, 20), (100, 100), existing, max_overlap=0.3, tries=2)
     assert pos == (60, 60)
+
+
+def test_paste_region_follows_the_letterbox_content_after_a_crop():
+    # a 100x40 crop of a 100x100 image, letterboxed to 50: scale 0.5, content 20 x 50
+    image = np.zeros((100, 100, 3), np.uint8)
+    target = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+              "orig_size": (100, 100), "img_scale": 1.0}
+    cropped = image[:40]
+    canvas, out = letterbox(cropped, target, 50)
+    assert out["content_size"] == (20, 50) and out["img_scale"] == 0.5
+    paste = SmallObjectCopyPaste(max_area=1024.0, num_copies=1, seed=0)
+    # orig_size x img_scale would claim 50 x 50; the real content is 20 x 50
+    assert paste._region(canvas, out) == (20, 50)
