@@ -9,13 +9,13 @@ lambda for image A's boxes and (1 - lambda) for image B's, times their existing 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from detkit.data.transforms import WorkerRng
+from detkit.data.transforms import RandomStateWrapper, WorkerRng
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -77,7 +77,7 @@ def mixup_pair(
     return image, out
 
 
-class MixupDataset(Dataset):
+class MixupDataset(RandomStateWrapper, Dataset):
     """Dataset wrapper applying visually coherent mixup with probability ``p``.
 
     Reads raw samples through ``dataset.load_raw(i)``, mixes item ``i`` with a random other
@@ -101,17 +101,6 @@ class MixupDataset(Dataset):
         self.alpha = alpha
         self.transforms = transforms if transforms is not None else dataset.transforms
         self.rng = WorkerRng(seed)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Random state of this wrapper and of the wrapped dataset (exact resume, no workers)."""
-        inner = self.dataset.state_dict() if hasattr(self.dataset, "state_dict") else None
-        return {"rng": self.rng.state_dict(), "dataset": inner}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.rng.load_state_dict(state["rng"])
-        if state.get("dataset") is not None and hasattr(self.dataset, "load_state_dict"):
-            self.dataset.load_state_dict(state["dataset"])
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -14,14 +14,14 @@ is outside the patch, when its visible fraction (clipped area / full area) is be
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from detkit.data.transforms import BoxesDroppedWarning, WorkerRng
+from detkit.data.transforms import BoxesDroppedWarning, RandomStateWrapper, WorkerRng
 
 Rect = tuple[int, int, int, int]
 
@@ -125,7 +125,7 @@ def mosaic_four(
     return canvas, out, drops
 
 
-class MosaicDataset(Dataset):
+class MosaicDataset(RandomStateWrapper, Dataset):
     """Dataset wrapper producing four-image patches (RICAP) with probability ``p``.
 
     Uses ``dataset.load_raw``; the output [size, size] image then goes through ``transforms``
@@ -155,17 +155,6 @@ class MosaicDataset(Dataset):
         self.transforms = transforms if transforms is not None else dataset.transforms
         self.rng = WorkerRng(seed)
         self.dropped = {"outside": 0, "too_cut": 0, "too_small": 0}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Random state of this wrapper and of the wrapped dataset (exact resume, no workers)."""
-        inner = self.dataset.state_dict() if hasattr(self.dataset, "state_dict") else None
-        return {"rng": self.rng.state_dict(), "dataset": inner}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.rng.load_state_dict(state["rng"])
-        if state.get("dataset") is not None and hasattr(self.dataset, "load_state_dict"):
-            self.dataset.load_state_dict(state["dataset"])
 
     def __len__(self) -> int:
         return len(self.dataset)

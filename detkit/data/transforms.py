@@ -198,6 +198,22 @@ class Letterbox:
         return letterbox(image, target, self.size, self.pad_value)
 
 
+class RandomStateWrapper:
+    """Checkpointable random state for dataset wrappers with ``self.rng`` (a
+    :class:`WorkerRng`) around ``self.dataset`` (mixup, mosaic): exact resume, no workers."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of this wrapper and of the wrapped dataset (exact resume, no workers)."""
+        inner = self.dataset.state_dict() if hasattr(self.dataset, "state_dict") else None
+        return {"rng": self.rng.state_dict(), "dataset": inner}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.rng.load_state_dict(state["rng"])
+        if state.get("dataset") is not None and hasattr(self.dataset, "load_state_dict"):
+            self.dataset.load_state_dict(state["dataset"])
+
+
 class AlbumentationsStep:
     """Albumentations ``Compose`` with box bookkeeping and a counter of dropped boxes.
 

@@ -88,6 +88,16 @@ def _configure(
     params.areaRngLbl = [name for name, _, _ in area_ranges]
 
 
+def _accumulated(ev: dict, backend: str) -> AccumulatedEval:
+    """The accumulated arrays of a COCOeval-like ``eval`` dict, as float64."""
+    return AccumulatedEval(
+        np.asarray(ev["precision"], dtype=np.float64),
+        np.asarray(ev["recall"], dtype=np.float64),
+        np.asarray(ev["scores"], dtype=np.float64),
+        backend,
+    )
+
+
 def _run_pycocotools(coco_gt: COCO, coco_dt: COCO, **params: Sequence) -> AccumulatedEval:
     from pycocotools.cocoeval import COCOeval
 
@@ -97,13 +107,7 @@ def _run_pycocotools(coco_gt: COCO, coco_dt: COCO, **params: Sequence) -> Accumu
         _configure(evaluator, **params)
         evaluator.evaluate()
         evaluator.accumulate()
-    ev = evaluator.eval
-    return AccumulatedEval(
-        np.asarray(ev["precision"], dtype=np.float64),
-        np.asarray(ev["recall"], dtype=np.float64),
-        np.asarray(ev["scores"], dtype=np.float64),
-        "pycocotools",
-    )
+    return _accumulated(evaluator.eval, "pycocotools")
 
 
 def _silent(*_args: object, **_kwargs: object) -> None:
@@ -118,13 +122,7 @@ def _run_faster(coco_gt: COCO, coco_dt: COCO, **params: Sequence) -> Accumulated
     _configure(evaluator, **params)
     evaluator.evaluate()
     evaluator.accumulate()
-    ev = evaluator.eval
-    return AccumulatedEval(
-        np.asarray(ev["precision"], dtype=np.float64),
-        np.asarray(ev["recall"], dtype=np.float64),
-        np.asarray(ev["scores"], dtype=np.float64),
-        "faster_coco_eval",
-    )
+    return _accumulated(evaluator.eval, "faster_coco_eval")
 
 
 def run_cocoeval(
