@@ -371,3 +371,15 @@ def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") ->
         elif va != vb:
             keys.append(key)
     return keys
+
+
+def load_cli_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any] | None:
+    """:func:`load_config` for the command-line tools: on a :class:`ConfigError`, print
+    ``config error: ...`` to stderr and return None (the tool then exits with code 2)."""
+    import sys
+
+    try:
+        return load_config(path, overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return None

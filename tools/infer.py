@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detkit.config import ConfigError, load_config  # noqa: E402
+from detkit.config import load_cli_config  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DRAWN_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -93,10 +93,8 @@ def detections_json(path: Path, size: tuple[int, int], det: dict, names: Sequenc
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = load_cli_config(args.config, args.overrides)
+    if cfg is None:
         return 2
     from detkit.data.image_io import read_image_rgb
     from detkit.engine.inference import (

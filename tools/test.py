@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detkit.config import ConfigError, load_config  # noqa: E402
+from detkit.config import load_cli_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,10 +62,8 @@ def eval_split(cfg: Mapping[str, Any]) -> tuple[str, str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = load_cli_config(args.config, args.overrides)
+    if cfg is None:
         return 2
     from detkit.data.coco import CocoDetection
     from detkit.engine.inference import (

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detkit.config import ConfigError, dump_config, load_config  # noqa: E402
+from detkit.config import dump_config, load_cli_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,10 +60,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = load_cli_config(args.config, args.overrides)
+    if cfg is None:
         return 2
     from detkit.engine import distributed as du
     from detkit.engine.build import build_trainer, check_model_keys
