@@ -94,22 +94,29 @@ class RepeatFactorSampler(Sampler[int]):
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         return g
 
-    def repeated_indices(self) -> np.ndarray:
-        """This epoch's full repeated index list (all ranks, before shuffle and padding)."""
+    def repeated_indices(self, generator: torch.Generator | None = None) -> np.ndarray:
+        """This epoch's full repeated index list (all ranks, before shuffle and padding).
+
+        ``generator``: where the fractional-copy draws come from (default: a fresh one seeded
+        by (seed, epoch)); :meth:`epoch_indices` passes the generator it then shuffles with, so
+        the draws and the permutation are successive, not identical, random streams.
+        """
         whole = np.floor(self.repeat_factors).astype(np.int64)
         frac = self.repeat_factors - whole
         if (frac > 0).any():
-            draws = torch.rand(len(frac), generator=self._generator(), dtype=torch.float64)
+            g = generator if generator is not None else self._generator()
+            draws = torch.rand(len(frac), generator=g, dtype=torch.float64)
             whole = whole + (draws.numpy() < frac)
         return np.repeat(np.arange(len(whole)), whole)
 
     def epoch_indices(self) -> np.ndarray:
         """Shuffled and padded list for all ranks (length num_replicas * per-rank length)."""
-        indices = self.repeated_indices()
+        g = self._generator()
+        indices = self.repeated_indices(g)
         if len(indices) == 0:
             raise ValueError("every repeat factor rounded to 0: nothing to sample")
         if self.shuffle:
-            perm = torch.randperm(len(indices), generator=self._generator()).numpy()
+            perm = torch.randperm(len(indices), generator=g).numpy()
             indices = indices[perm]
         total = math.ceil(len(indices) / self.num_replicas) * self.num_replicas
         if total > len(indices):

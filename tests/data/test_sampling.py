@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
+import torch
 
 from detkit.data.sampling import (
     RepeatFactorSampler,
@@ -33,6 +35,20 @@ def test_fractional_factors_are_floor_or_ceil():
     sampler = RepeatFactorSampler([1.5] * 200 + [2.0], seed=1)
     got = Counter(iter(sampler))
     assert set(got[i] for i in range(200)) == {1, 2} and got[200] == 2
+
+
+def test_fractional_draws_and_shuffle_are_successive_streams():
+    # Reference: one torch generator seeded seed * 1_000_003 + epoch draws the 4 fractional
+    # copies first and then the permutation of the repeated list (plain numpy repeat).
+    factors = [1.5, 1.25, 2.0, 1.75]
+    sampler = RepeatFactorSampler(factors, seed=3)
+    sampler.set_epoch(2)
+    g = torch.Generator().manual_seed(3 * 1_000_003 + 2)
+    draws = torch.rand(4, generator=g, dtype=torch.float64).numpy()
+    counts = np.floor(factors).astype(int) + (draws < np.array(factors) % 1)
+    repeated = np.repeat(np.arange(4), counts)
+    expected = repeated[torch.randperm(len(repeated), generator=g).numpy()]
+    assert sampler.epoch_indices().tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
