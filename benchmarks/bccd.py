@@ -80,6 +80,8 @@ ROWS: tuple[Row, ...] = (
     Row("tn_loss_giou", "box_loss", "R-CNN box loss GIoU", baseline=FULL),
     Row("tn_loss_diou", "box_loss", "R-CNN box loss DIoU", baseline=FULL),
     Row("tn_small_objects", "small_objects", "copy-paste + oversampling on", baseline=FULL),
+    Row("tn_steps_matched", "small_objects", "control: no augmentation, 240 steps like "
+        "tn_small_objects", baseline=FULL),
     Row("tn_no_cem", "thundernet", "without CEM", baseline=FULL),
     Row("tn_no_sam", "thundernet", "without SAM", baseline=FULL),
     Row("dense_anchors_off", "anchors", "FPN, FaceBoxes sizes, no densification, IoU matching"),

@@ -41,6 +41,12 @@ CLAIMS: tuple[Claim, ...] = (
           "Platelets", "+7.1% relative on small objects (Kisantal 2019)", relative=True),
     Claim("copy-paste + oversampling, APs", "tn_small_objects", bccd.FULL, "APs",
           "+7.1% relative on small objects (Kisantal 2019)", relative=True),
+    Claim("copy-paste + oversampling at equal steps, Platelets AP", "tn_small_objects",
+          "tn_steps_matched", "Platelets", "+7.1% relative on small objects (Kisantal 2019)",
+          relative=True),
+    Claim("copy-paste + oversampling at equal steps, APs", "tn_small_objects",
+          "tn_steps_matched", "APs", "+7.1% relative on small objects (Kisantal 2019)",
+          relative=True),
     Claim("CEM", bccd.FULL, "tn_no_cem", "AP", "+1.7 AP (ThunderNet, COCO)"),
     Claim("SAM", bccd.FULL, "tn_no_sam", "AP", "+1.3 AP (ThunderNet, COCO)"),
 )

@@ -87,6 +87,21 @@ def not_run_lines(names: Sequence[str], results: Mapping[str, Any]) -> list[str]
             if n not in results]
 
 
+SMALL_OBJECTS_NOTE = (
+    "Oversampling repeats every train image that holds a small object, which is most of "
+    "BCCD train, so the same 6 epochs are 40 steps each instead of 25 (see `steps`). "
+    "`tn_steps_matched` is the full model without the augmentations trained for that many "
+    "steps: against it, only the augmentation differs. The claims table reports both "
+    "comparisons.")
+
+
+def train_steps(run: Mapping[str, Any]) -> int | None:
+    """Training steps of a run: the last iteration in its curves (the final val evaluation)."""
+    curves = run.get("curves") or {}
+    iters = [int(p[0]) for key in ("loss", "val") for p in curves.get(key, [])]
+    return max(iters) if iters else None
+
+
 def _row_cells(name: str, runs: Sequence[Mapping[str, Any]]) -> list[str]:
     cells = [f"`{name}`", bccd.ROW_BY_NAME[name].title]
     cells += [mean_cell([v for r in runs if (v := metric_of(r, m)) is not None])
@@ -119,11 +134,15 @@ def main_section(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str
 
 
 def ablation_section(group: str, title: str, baseline: str,
-                     results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """One ablation table: each row's AP, APs, Platelets AP and deltas vs ``baseline``."""
+                     results: Mapping[str, Sequence[Mapping[str, Any]]], note: str = ""
+                     ) -> list[str]:
+    """One ablation table: each row's AP, APs, Platelets AP and deltas vs ``baseline``.
+
+    ``note``: a paragraph printed under the table (what the reader must know to read it).
+    """
     names = [baseline] + [r.name for r in bccd.ROWS if r.group == group and r.name != baseline]
     header = ["row", "change", "AP", "ΔAP", "APs", "ΔAPs", "Platelets AP", "ΔPlatelets",
-              "AP spread", "seeds"]
+              "AP spread", "steps", "seeds"]
     rows = []
     for n in names:
         if n not in results:
@@ -134,11 +153,12 @@ def ablation_section(group: str, title: str, baseline: str,
             cells.append(mean_cell(mine))
             ok = mine and base and n != baseline
             cells.append(f"{statistics.fmean(mine) - statistics.fmean(base):+.3f}" if ok else "")
-        cells += [fmt(spread(values(results, n, "AP"))),
+        steps = sorted({s for r in results[n] if (s := train_steps(r)) is not None})
+        cells += [fmt(spread(values(results, n, "AP"))), "/".join(map(str, steps)) or "n/a",
                   ",".join(str(r["seed"]) for r in results[n])]
         rows.append(cells)
     shown = table(header, rows) if rows else ["No row of this table has run yet."]
-    lines = [f"### {title}", ""] + shown + [""]
+    lines = [f"### {title}", ""] + shown + [""] + ([note, ""] if note else [])
     lines += not_run_lines(names, results) + ["", "Reproduce:", ""]
     return lines + commands(names, results)
 
@@ -274,7 +294,8 @@ def setup_lines(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]
         f"{data['batch_size']}, input {data['img_size']} letterbox, horizontal flip, "
         f"{opt['type']} lr {opt['base_lr']:g}, {sch['warmup']} warmup {sch['warmup_iters']} "
         f"steps, {sch['decay']} decay; best epoch chosen on val AP, reported on test (72 "
-        f"images). Everything trains from scratch: no pretrained weights. CPU, "
+        f"images); the one exception is the control row `tn_steps_matched` (see Small "
+        f"objects). Everything trains from scratch: no pretrained weights. CPU, "
         f"{any_run.get('threads', 2)} threads, torch {any_run.get('torch', '?')}.",
         "",
         "The dense detector rows use the SNet49 backbone of ThunderNet-lite, so the budget "
@@ -317,7 +338,7 @@ def render(results_dir: Path, out_md: Path, img_dir: Path, data_dir: Path = bccd
     lines += ablation_section("box_loss", "Box loss (R-CNN head; full model = CIoU)", bccd.FULL,
                               results)
     lines += ablation_section("small_objects", "Small objects (Kisantal 2019)", bccd.FULL,
-                              results)
+                              results, SMALL_OBJECTS_NOTE)
     lines += ablation_section("thundernet", "ThunderNet-lite modules", bccd.FULL, results)
     lines += ablation_section("anchors", "Dense anchors (FaceBoxes densification, S3FD scale "
                               "compensation)", "dense_anchors_off", results)

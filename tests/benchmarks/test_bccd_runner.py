@@ -31,7 +31,7 @@ EXPECTED_ROWS = {
     "thundernet_full", "tn_nms", "dense_fpn", "dense_ssh", "ssdlite", "fasterrcnn_mbv3",
     "tn_loss_smooth_l1", "tn_loss_iou", "tn_loss_giou", "tn_loss_diou", "tn_small_objects",
     "dense_anchors_off", "dense_anchors_on", "tn_no_cem", "tn_no_sam", "tn_label_smoothing",
-    "tn_mixup", "tn_step", "tn_no_warmup",
+    "tn_mixup", "tn_step", "tn_no_warmup", "tn_steps_matched",
 }
 # What each ablation changes against the full model (config_diff keys), one thing each.
 ONE_CHANGE = {
@@ -40,6 +40,7 @@ ONE_CHANGE = {
     "tn_small_objects": ["data.copy_paste.enabled", "data.oversample.enabled"],
     "tn_label_smoothing": ["train.label_smoothing"], "tn_mixup": ["data.mixup.enabled"],
     "tn_step": ["schedule.decay"], "tn_no_warmup": ["schedule.warmup"],
+    "tn_steps_matched": ["schedule.max_iters"],
 }
 
 
@@ -126,3 +127,24 @@ def test_render_tables_verdict_and_not_run(tmp_path, no_cem_ap, expected):
     # PR curves / detections need data the fakes do not hold: listed, never invented
     assert "PR curves of the full model on test: not run yet." in text
     assert (tmp_path / "docs" / "img" / "bccd_per_class_ap.png").is_file()
+
+
+def test_train_steps_and_steps_column(tmp_path):
+    # last iteration seen in the loss or val curve: max(5, 10, 240) = 240
+    run = {"curves": {"loss": [[5, 1.0], [10, 0.9]], "val": [[240, 0.2, 0.4]]}}
+    assert render_bccd.train_steps(run) == 240
+    assert render_bccd.train_steps({"curves": {"loss": [], "val": []}}) is None
+    res = tmp_path / "results"
+    res.mkdir()
+    _fake(res, "thundernet_full", 0, 0.30, 0.10)
+    _fake(res, "tn_no_sam", 0, 0.28, 0.10)
+    with_curves = json.loads((res / "tn_no_sam_s0.json").read_text())
+    with_curves["curves"] = {"loss": [[145, 0.5], [150, 0.4]], "val": [[150, 0.28, 0.5]]}
+    (res / "tn_no_sam_s0.json").write_text(json.dumps(with_curves))
+    text = render_bccd.render(res, tmp_path / "b.md", tmp_path / "img",
+                              data_dir=tmp_path / "no_data")
+    line = next(x for x in text.splitlines() if x.startswith("| `tn_no_sam` |"))
+    # ΔAP 0.28 - 0.30 = -0.020; steps from the val curve (150); the fake full run has none
+    assert "| -0.020 |" in line and line.endswith("| 150 | 0 |")
+    full = next(x for x in text.splitlines() if x.startswith("| `thundernet_full` | baseline"))
+    assert full.endswith("| n/a | 0 |")
