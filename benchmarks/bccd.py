@@ -216,22 +216,44 @@ def nms_ablation(row: Row, seed: int, data_dir: Path, work_root: Path,
             "test_wall_s": wall}
 
 
+def budget_dirs(epochs: int | None, out: Path, work_root: Path) -> tuple[Path, Path]:
+    """Result and work folders of a budget: the base budget's, or ``epochs<N>/`` inside them."""
+    if epochs is None:
+        return out, work_root
+    return out / f"epochs{epochs}", work_root / f"epochs{epochs}"
+
+
 def run_row(name: str, seed: int, out: Path, data_dir: Path = DATA_DIR,
-            work_root: Path = WORK_ROOT, overrides: Sequence[str] = ()) -> Path:
+            work_root: Path = WORK_ROOT, overrides: Sequence[str] = (),
+            epochs: int | None = None) -> Path:
     """Run one (row, seed) and write its result JSON; return the JSON's path.
 
     ``overrides`` (dotted ``key=value``) change the budget: for smoke tests only; they are
-    recorded in the JSON and the renderer marks such results.
+    recorded in the JSON and the renderer marks such results. ``epochs``: the budget check,
+    the same row trained for ``epochs`` epochs instead of the base budget's; its results go to
+    ``<out>/epochs<N>/`` and its work folders to ``<work_root>/epochs<N>/``.
     """
     row = find_row(name)
+    budget: list[str] = []
+    if epochs is not None:
+        from detkit.config import load_config
+
+        if epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {epochs}")
+        if row.kind != "train" or load_config(REPO / row.config)["schedule"]["max_iters"]:
+            raise ValueError(f"row {name!r} has no epoch budget to change (NMS row or a "
+                             "row with schedule.max_iters)")
+        budget = [f"schedule.epochs={epochs}"]
+    out, work_root = budget_dirs(epochs, out, work_root)
     ensure_bccd(data_dir)
     start = time.perf_counter()
     body = (nms_ablation if row.kind == "nms" else train_and_test)(row, seed, data_dir, work_root,
-                                                                 overrides)
+                                                                 [*budget, *overrides])
     import torch
 
     result = {"row": row.name, "group": row.group, "title": row.title, "seed": seed,
-              "kind": row.kind, "baseline": row.baseline, "overrides": list(overrides), **body,
+              "kind": row.kind, "baseline": row.baseline, "overrides": list(overrides),
+              "budget_epochs": epochs, **body,
               "wall_s": time.perf_counter() - start,
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "torch": str(torch.__version__), "threads": torch.get_num_threads()}
@@ -277,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default=str(RESULTS_DIR), help="folder of the result JSON files")
     run.add_argument("--set", nargs="*", default=[], metavar="key=value",
                      help="config overrides for smoke tests (recorded; not the benchmark budget)")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="budget check: train for this many epochs instead of the base "
+                          "budget (results in <out>/epochs<N>/)")
     lat = sub.add_parser("latency", help="measure the latency of finished runs again")
     lat.add_argument("rows", nargs="+", help="ROW or ROW:SEED")
     lat.add_argument("--out", default=str(RESULTS_DIR))
@@ -294,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{item}: {ms:.1f} ms (load average {os.getloadavg()[0]:.2f})", flush=True)
         return 0
     try:
-        run_row(args.row, args.seed, Path(args.out), overrides=args.set)
+        run_row(args.row, args.seed, Path(args.out), overrides=args.set, epochs=args.epochs)
     except (ValueError, FileNotFoundError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

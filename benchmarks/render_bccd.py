@@ -323,6 +323,57 @@ def setup_lines(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]
     return lines
 
 
+def budget_section(results_dir: Path, base: Mapping[str, Sequence[Mapping[str, Any]]]
+                   ) -> list[str]:
+    """Budget check: rows trained longer (``<results>/epochs<N>/``) beside their base figures,
+    and the claims re-judged on the longer runs alone."""
+    lines: list[str] = []
+    for folder in sorted(results_dir.glob("epochs*"), key=lambda p: int(p.name[6:] or 0)):
+        longer = load_results(folder)
+        if not folder.name[6:].isdigit() or not longer:
+            continue
+        n = int(folder.name[6:])
+        names = [r.name for r in bccd.ROWS if r.name in longer]
+        rows = []
+        for name in names:
+            cells = [f"`{name}`", bccd.ROW_BY_NAME[name].title]
+            for metric in ("AP", "AP50", "APs", "Platelets"):
+                cells += [mean_cell(values(base, name, metric)),
+                          mean_cell(values(longer, name, metric))]
+            steps = sorted({s for r in longer[name] if (s := train_steps(r)) is not None})
+            cells += ["/".join(map(str, steps)) or "n/a",
+                      mean_cell([r["train_wall_s"] / 60 for r in longer[name]
+                                 if r.get("train_wall_s")], 1),
+                      ",".join(str(r["seed"]) for r in longer[name])]
+            rows.append(cells)
+        claim_rows = []
+        for claim in CLAIMS:
+            out = claim_outcome(claim, longer)
+            if out is not None:
+                claim_rows.append([claim.name, f"{out['delta']:+.4f} {claim.metric} "
+                                   f"({fmt(out['without'], 4)} -> {fmt(out['with'], 4)})",
+                                   fmt(out["noise"], 4), f"{out['seeds'][0]} / "
+                                   f"{out['seeds'][1]}", f"**{out['verdict']}**"])
+        lines += [f"## Budget check: {n} epochs", "",
+                  f"The rows below were trained again for {n} epochs (same data, batch, "
+                  "augmentation, optimizer, warmup and cosine decay, which spans the longer "
+                  "run), to see which figures and verdicts depend on the base budget. Each cell "
+                  "pairs the base budget (left) with the longer one (right).", ""]
+        lines += table(["row", "change", "AP", f"AP {n} ep", "AP50", f"AP50 {n} ep", "APs",
+                        f"APs {n} ep", "Platelets AP", f"Platelets {n} ep", "steps",
+                        "train min", "seeds"], rows)
+        if claim_rows:
+            lines += ["", f"Claims judged on the {n}-epoch runs alone (spread: these runs' "
+                      "seeds; \"undetermined\" with one seed per row):", ""]
+            lines += table(["claim", "measured", "seed spread", "seeds (with / without)",
+                            "verdict"], claim_rows)
+        lines += ["", "Reproduce:", "", "```bash"]
+        lines += [f"python benchmarks/bccd.py run {name} --seed {r['seed']} --epochs {n}"
+                  for name in names for r in longer[name]]
+        lines += ["python benchmarks/render_bccd.py", "```", ""]
+    return lines
+
+
 def render(results_dir: Path, out_md: Path, img_dir: Path, data_dir: Path = bccd.DATA_DIR
            ) -> str:
     """Write ``out_md`` (and PNGs in ``img_dir``) from the result files; return the text."""
@@ -344,6 +395,7 @@ def render(results_dir: Path, out_md: Path, img_dir: Path, data_dir: Path = bccd
                               "compensation)", "dense_anchors_off", results)
     lines += coverage_section(results, data_dir)
     lines += ablation_section("tricks", "Training tricks (Bag of Freebies)", bccd.FULL, results)
+    lines += budget_section(results_dir, results)
     lines += figures(results, img_dir, f"{prefix}/", deltas, data_dir)
     text = "\n".join(lines).rstrip() + "\n"
     out_md.parent.mkdir(parents=True, exist_ok=True)

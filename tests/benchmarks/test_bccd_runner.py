@@ -148,3 +148,33 @@ def test_train_steps_and_steps_column(tmp_path):
     assert "| -0.020 |" in line and line.endswith("| 150 | 0 |")
     full = next(x for x in text.splitlines() if x.startswith("| `thundernet_full` | baseline"))
     assert full.endswith("| n/a | 0 |")
+
+
+def test_budget_check_folders_and_section(tmp_path):
+    assert bccd.budget_dirs(None, Path("r"), Path("w")) == (Path("r"), Path("w"))
+    assert bccd.budget_dirs(24, Path("r"), Path("w")) == (Path("r/epochs24"), Path("w/epochs24"))
+    # a row whose length is fixed in steps, and the NMS row, have no epoch budget to change
+    for row in ("tn_steps_matched", "tn_nms"):
+        with pytest.raises(ValueError, match="no epoch budget"):
+            bccd.run_row(row, 0, tmp_path, data_dir=tmp_path / "none", epochs=24)
+    res = tmp_path / "results"
+    (res / "epochs24").mkdir(parents=True)
+    _fake(res, "thundernet_full", 0, 0.30, 0.10)
+    _fake(res, "thundernet_full", 1, 0.34, 0.14)
+    _fake(res / "epochs24", "thundernet_full", 0, 0.40, 0.20)
+    _fake(res / "epochs24", "thundernet_full", 1, 0.44, 0.22)
+    _fake(res / "epochs24", "tn_no_cem", 0, 0.30, 0.20)
+    text = render_bccd.render(res, tmp_path / "b.md", tmp_path / "img",
+                              data_dir=tmp_path / "no_data")
+    assert "## Budget check: 24 epochs" in text
+    row = next(x for x in text.splitlines() if x.startswith("| `thundernet_full` | ThunderNet")
+               and "0.420" in x)
+    # base AP (0.30 + 0.34) / 2 = 0.320 ± 0.020 beside 24-epoch (0.40 + 0.44) / 2 = 0.420 ± 0.020
+    assert "| 0.320 ± 0.020 | 0.420 ± 0.020 |" in row
+    # CEM at 24 epochs: delta 0.42 - 0.30 = +0.12 > spread 0.04 of the full seeds -> holds
+    cem = next(x for x in text.splitlines() if x.startswith("| CEM | +0.1200"))
+    assert "0.0400" in cem and "**holds**" in cem
+    assert "python benchmarks/bccd.py run tn_no_cem --seed 0 --epochs 24" in text
+    # the base tables do not take the 24-epoch runs in
+    main = next(x for x in text.splitlines() if x.startswith("| `thundernet_full` | ThunderNet"))
+    assert "| 0.320 ± 0.020 |" in main
