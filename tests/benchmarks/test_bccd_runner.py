@@ -120,6 +120,8 @@ def test_render_tables_verdict_and_not_run(tmp_path, no_cem_ap, expected):
     cem = next(line for line in text.splitlines() if line.startswith("| CEM |"))
     assert f"{0.32 - no_cem_ap:+.4f} AP" in cem and f"**{expected}**" in cem
     assert "0.0400" in cem
+    # per-seed values, with-row seeds then without-row seeds
+    assert f"| 0.300, 0.340 / {no_cem_ap:.3f} |" in cem
     assert "- `tn_no_sam` (without SAM): not run yet" in text
     assert "- `ssdlite` (torchvision ssdlite320_mobilenet_v3_large (peer)): not run yet" in text
     assert "python benchmarks/bccd.py run thundernet_full --seed 1" in text
