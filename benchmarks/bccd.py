@@ -80,6 +80,8 @@ ROWS: tuple[Row, ...] = (
     Row("tn_loss_giou", "box_loss", "R-CNN box loss GIoU", baseline=FULL),
     Row("tn_loss_diou", "box_loss", "R-CNN box loss DIoU", baseline=FULL),
     Row("tn_small_objects", "small_objects", "copy-paste + oversampling on", baseline=FULL),
+    Row("tn_small_anchors", "small_objects", "RPN anchors 16-256 px, 16 px densified 2x2",
+        baseline=FULL),
     Row("tn_steps_matched", "small_objects", "control: no augmentation, 240 steps like "
         "tn_small_objects", baseline=FULL),
     Row("tn_no_cem", "thundernet", "without CEM", baseline=FULL),

@@ -31,7 +31,7 @@ EXPECTED_ROWS = {
     "thundernet_full", "tn_nms", "dense_fpn", "dense_ssh", "ssdlite", "fasterrcnn_mbv3",
     "tn_loss_smooth_l1", "tn_loss_iou", "tn_loss_giou", "tn_loss_diou", "tn_small_objects",
     "dense_anchors_off", "dense_anchors_on", "tn_no_cem", "tn_no_sam", "tn_label_smoothing",
-    "tn_mixup", "tn_step", "tn_no_warmup", "tn_steps_matched",
+    "tn_mixup", "tn_step", "tn_no_warmup", "tn_steps_matched", "tn_small_anchors",
 }
 # What each ablation changes against the full model (config_diff keys), one thing each.
 ONE_CHANGE = {
@@ -40,7 +40,7 @@ ONE_CHANGE = {
     "tn_small_objects": ["data.copy_paste.enabled", "data.oversample.enabled"],
     "tn_label_smoothing": ["train.label_smoothing"], "tn_mixup": ["data.mixup.enabled"],
     "tn_step": ["schedule.decay"], "tn_no_warmup": ["schedule.warmup"],
-    "tn_steps_matched": ["schedule.max_iters"],
+    "tn_steps_matched": ["schedule.max_iters"], "tn_small_anchors": ["model"],
 }
 
 

@@ -35,7 +35,12 @@ from torch import Tensor, nn
 
 from detkit.models.backbones import build_backbone
 from detkit.models.heads.rcnn import RCNNHead, RCNNStage
-from detkit.models.heads.rpn import RegionProposalNetwork, RPNHead, thundernet_anchor_generator
+from detkit.models.heads.rpn import (
+    THUNDERNET_ANCHOR_SIZES,
+    RegionProposalNetwork,
+    RPNHead,
+    thundernet_anchor_generator,
+)
 from detkit.models.heads.sam import SpatialAttentionModule
 from detkit.models.necks.cem import CEM
 from detkit.models.postprocess import PostprocessConfig
@@ -205,6 +210,8 @@ def thundernet_lite(
     backbone_weights: str | None = None,
     feature_channels: int = 245,
     channels_last: bool = True,
+    anchor_sizes: Sequence[float] = THUNDERNET_ANCHOR_SIZES,
+    anchor_densities: Sequence[float] | None = None,
 ) -> ThunderNet:
     """ThunderNet-lite preset (SNet + CEM + compressed RPN + SAM + PSRoIAlign R-CNN).
 
@@ -227,7 +234,14 @@ def thundernet_lite(
         backbone_weights: optional local state-dict file of the backbone.
         feature_channels: channels of the CEM / SAM map (245 = 5 x 7 x 7).
         channels_last: run the backbone on a channels-last batch (faster on CPU).
+        anchor_sizes: RPN anchor sizes in input pixels, each with the 5 aspect ratios
+            (paper: 32, 64, 128, 256, 512; at 320 input a 32-px anchor reaches IoU 0.5 with
+            few objects under about 20 px, so small-object data may want 16 first).
+        anchor_densities: FaceBoxes densification per anchor size (e.g. 2 for a 16-px anchor
+            at stride 16 tiles it 2 x 2 per cell); None: one anchor per size and ratio.
     """
+    if not anchor_sizes or any(float(s) <= 0 for s in anchor_sizes):
+        raise ValueError(f"anchor_sizes must be positive sizes, got {list(anchor_sizes)}")
     if isinstance(backbone, str):
         kwargs = {} if backbone_weights is None else {"weights_path": backbone_weights}
         backbone = build_backbone(backbone, **kwargs)
@@ -236,7 +250,11 @@ def thundernet_lite(
         neck: nn.Module = CEM(channels["c4"], channels["c5"], feature_channels)
     else:
         neck = C4Projection(channels["c4"], feature_channels)
-    anchors = thundernet_anchor_generator()
+    if anchor_densities is not None and len(anchor_densities) != len(anchor_sizes):
+        raise ValueError(f"{len(anchor_densities)} anchor_densities for {len(anchor_sizes)} "
+                         "anchor_sizes; give one per size")
+    anchors = thundernet_anchor_generator(sizes=[float(s) for s in anchor_sizes],
+                                          densities=anchor_densities)
     rpn = RegionProposalNetwork(
         head=RPNHead(feature_channels, 256, anchors.num_anchors_per_location[0]),
         anchor_generator=anchors,

@@ -64,9 +64,15 @@ def thundernet_anchor_generator(
     stride: int = 16,
     sizes: Sequence[float] = THUNDERNET_ANCHOR_SIZES,
     aspect_ratios: Sequence[float] = THUNDERNET_ANCHOR_RATIOS,
+    densities: Sequence[float] | None = None,
 ) -> AnchorGenerator:
-    """One-level generator with ``len(sizes) * len(aspect_ratios)`` anchors (25) per position."""
-    return AnchorGenerator([stride], [list(sizes)], list(aspect_ratios))
+    """One-level generator with ``len(sizes) * len(aspect_ratios)`` anchors (25) per position.
+
+    ``densities``: FaceBoxes densification per size (n -> n x n shifted copies per cell, see
+    :mod:`detkit.models.anchors`); None keeps one anchor per size and ratio.
+    """
+    dens = None if densities is None else [list(densities)]
+    return AnchorGenerator([stride], [list(sizes)], list(aspect_ratios), dens)
 
 
 def normalise_box_loss(per_box: Tensor, kind: str | Callable, num_sampled: int) -> Tensor:

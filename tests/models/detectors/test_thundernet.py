@@ -184,3 +184,34 @@ def test_onnx_export_through_rcnn_head() -> None:
 def test_onnx_export_full_eval_forward() -> None:
     model = thundernet_lite(3, nms="nms").eval()
     assert _onnx_bytes(_Detections(model), torch.rand(3, 96, 96)) > 1_000_000
+
+
+def test_anchor_sizes_reach_the_rpn() -> None:
+    model = thundernet_lite(3, anchor_sizes=[16, 32, 64, 128, 256])
+    gen = model.rpn.anchor_generator
+    assert gen.sizes == [[16.0, 32.0, 64.0, 128.0, 256.0]] and gen.strides == [16]
+    assert gen.num_anchors_per_location == [25]  # 5 sizes x 5 ratios, as the head predicts
+    # first anchor of cell (0, 0): size 16, ratio h/w 0.5 -> w = 16 / sqrt(0.5) = 22.627,
+    # h = 16 * sqrt(0.5) = 11.314, centred on the cell centre (8, 8)
+    w, h = 16 / 0.5**0.5, 16 * 0.5**0.5
+    expected = torch.tensor([8 - w / 2, 8 - h / 2, 8 + w / 2, 8 + h / 2])
+    torch.testing.assert_close(gen.cells[0][0], expected)
+    # the default keeps the paper's sizes
+    assert thundernet_lite(3).rpn.anchor_generator.sizes == [[32.0, 64.0, 128.0, 256.0, 512.0]]
+    with pytest.raises(ValueError, match="anchor_sizes must be positive"):
+        thundernet_lite(3, anchor_sizes=[0, 32])
+
+
+def test_anchor_densities_tile_the_small_anchor() -> None:
+    model = thundernet_lite(3, anchor_sizes=[16, 32], anchor_densities=[2, 1])
+    gen = model.rpn.anchor_generator
+    # size 16: 5 ratios x 2 x 2 tiles = 20, size 32: 5 -> 25 per cell, and the head predicts 25
+    assert gen.num_anchors_per_location == [25]
+    assert model.rpn.head.objectness.out_channels == 25
+    # tiles of the 16-px square anchor (ratio 1, the 3rd ratio: rows 8..11) sit at
+    # (k + 0.5) / 2 * 16 = 4 and 12 px: x centres 4, 12, 4, 12
+    square = gen.cells[0][8:12]
+    torch.testing.assert_close((square[:, 0] + square[:, 2]) / 2,
+                               torch.tensor([4.0, 12.0, 4.0, 12.0]))
+    with pytest.raises(ValueError, match="anchor_densities for 2"):
+        thundernet_lite(3, anchor_sizes=[16, 32], anchor_densities=[2])
