@@ -225,6 +225,24 @@ def budget_dirs(epochs: int | None, out: Path, work_root: Path) -> tuple[Path, P
     return out / f"epochs{epochs}", work_root / f"epochs{epochs}"
 
 
+def budget_overrides(row: Row, epochs: int | None) -> list[str]:
+    """Config overrides of the budget check: ``schedule.epochs=N``; a row whose length is
+    fixed in steps (``schedule.max_iters``, the step-matched control) scales its steps by
+    ``N / base epochs``, so it keeps matching the row it controls."""
+    if epochs is None:
+        return []
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    if row.kind != "train":
+        raise ValueError(f"row {row.name!r} trains nothing: no epoch budget to change")
+    from detkit.config import load_config
+
+    schedule = load_config(REPO / row.config)["schedule"]
+    if schedule["max_iters"]:
+        return [f"schedule.max_iters={round(schedule['max_iters'] * epochs / schedule['epochs'])}"]
+    return [f"schedule.epochs={epochs}"]
+
+
 def run_row(name: str, seed: int, out: Path, data_dir: Path = DATA_DIR,
             work_root: Path = WORK_ROOT, overrides: Sequence[str] = (),
             epochs: int | None = None) -> Path:
@@ -236,16 +254,7 @@ def run_row(name: str, seed: int, out: Path, data_dir: Path = DATA_DIR,
     ``<out>/epochs<N>/`` and its work folders to ``<work_root>/epochs<N>/``.
     """
     row = find_row(name)
-    budget: list[str] = []
-    if epochs is not None:
-        from detkit.config import load_config
-
-        if epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {epochs}")
-        if row.kind != "train" or load_config(REPO / row.config)["schedule"]["max_iters"]:
-            raise ValueError(f"row {name!r} has no epoch budget to change (NMS row or a "
-                             "row with schedule.max_iters)")
-        budget = [f"schedule.epochs={epochs}"]
+    budget = budget_overrides(row, epochs)
     out, work_root = budget_dirs(epochs, out, work_root)
     ensure_bccd(data_dir)
     start = time.perf_counter()

@@ -155,10 +155,13 @@ def test_train_steps_and_steps_column(tmp_path):
 def test_budget_check_folders_and_section(tmp_path):
     assert bccd.budget_dirs(None, Path("r"), Path("w")) == (Path("r"), Path("w"))
     assert bccd.budget_dirs(24, Path("r"), Path("w")) == (Path("r/epochs24"), Path("w/epochs24"))
-    # a row whose length is fixed in steps, and the NMS row, have no epoch budget to change
-    for row in ("tn_steps_matched", "tn_nms"):
-        with pytest.raises(ValueError, match="no epoch budget"):
-            bccd.run_row(row, 0, tmp_path, data_dir=tmp_path / "none", epochs=24)
+    # the NMS row trains nothing; the step-matched control scales its 240 steps by 24 / 6
+    with pytest.raises(ValueError, match="no epoch budget"):
+        bccd.run_row("tn_nms", 0, tmp_path, data_dir=tmp_path / "none", epochs=24)
+    assert bccd.budget_overrides(bccd.find_row("tn_steps_matched"), 24) == [
+        "schedule.max_iters=960"]  # 240 * 24 / 6
+    assert bccd.budget_overrides(bccd.find_row("tn_no_cem"), 24) == ["schedule.epochs=24"]
+    assert bccd.budget_overrides(bccd.find_row("tn_no_cem"), None) == []
     res = tmp_path / "results"
     (res / "epochs24").mkdir(parents=True)
     _fake(res, "thundernet_full", 0, 0.30, 0.10)
