@@ -323,8 +323,9 @@ def setup_lines(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]
         _, row = max(timed)
         minutes = ", ".join(f"{s / 60:.1f}" for s, r in timed if r == row)
         lines += [f"The budget was chosen so that the slowest row fits in about 15 minutes on an "
-                  f"idle 2-core machine; the slowest row run here, `{row}`, took {minutes} "
-                  f"minutes of training (per seed; the longer ones on a shared machine).", ""]
+                  f"idle 2-core machine; the slowest row run here, `{row}`, took (per seed) "
+                  f"{minutes} minutes of training; a time far above 15 was made on a shared "
+                  f"machine.", ""]
     if flagged:
         lines += [f"Warning: results of {', '.join(flagged)} were run with budget overrides "
                   f"(smoke tests), not the benchmark budget.", ""]
