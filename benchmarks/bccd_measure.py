@@ -141,13 +141,11 @@ def anchor_coverage_rows(cfg: Mapping[str, Any], data_dir: Path) -> list[dict[st
     if cfg["model"]["type"] not in ("dense_detector", "thundernet_lite"):
         return None
     from detkit.engine.build import build_model_from_cfg
-    from detkit.models.coverage import anchor_coverage
+    from detkit.models.coverage import anchor_coverage, model_anchor_generator
 
     coco = json.loads((data_dir / "train.json").read_text())
     model = build_model_from_cfg(cfg["model"], len(coco["categories"]))
-    generator = (model.anchor_generator if cfg["model"]["type"] == "dense_detector"
-                 else model.rpn.anchor_generator)
-    report = anchor_coverage(coco, generator, cfg["data"]["img_size"])
+    report = anchor_coverage(coco, model_anchor_generator(model), cfg["data"]["img_size"])
     return [{"bucket": r.bucket, "class": r.class_name, "boxes": r.count,
              "coverage": r.coverage, "mean_best_iou": r.mean_best_iou,
              "num_anchors": report.num_anchors} for r in report.rows]

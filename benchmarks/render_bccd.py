@@ -104,6 +104,12 @@ def train_steps(run: Mapping[str, Any]) -> int | None:
     return max(iters) if iters else None
 
 
+def steps_cell(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The distinct step counts of a row's runs ("150", "240/960") or "n/a"."""
+    steps = sorted({s for r in runs if (s := train_steps(r)) is not None})
+    return "/".join(map(str, steps)) or "n/a"
+
+
 def _row_cells(name: str, runs: Sequence[Mapping[str, Any]]) -> list[str]:
     cells = [f"`{name}`", bccd.ROW_BY_NAME[name].title]
     cells += [mean_cell([v for r in runs if (v := metric_of(r, m)) is not None])
@@ -155,8 +161,7 @@ def ablation_section(group: str, title: str, baseline: str,
             cells.append(mean_cell(mine))
             ok = mine and base and n != baseline
             cells.append(f"{statistics.fmean(mine) - statistics.fmean(base):+.3f}" if ok else "")
-        steps = sorted({s for r in results[n] if (s := train_steps(r)) is not None})
-        cells += [fmt(spread(values(results, n, "AP"))), "/".join(map(str, steps)) or "n/a",
+        cells += [fmt(spread(values(results, n, "AP"))), steps_cell(results[n]),
                   ",".join(str(r["seed"]) for r in results[n])]
         rows.append(cells)
     shown = table(header, rows) if rows else ["No row of this table has run yet."]
@@ -337,11 +342,12 @@ def budget_section(results_dir: Path, base: Mapping[str, Sequence[Mapping[str, A
     """Budget check: rows trained longer (``<results>/epochs<N>/``) beside their base figures,
     and the claims re-judged on the longer runs alone."""
     lines: list[str] = []
-    for folder in sorted(results_dir.glob("epochs*"), key=lambda p: int(p.name[6:] or 0)):
+    folders = sorted((int(p.name[6:]), p) for p in results_dir.glob("epochs*")
+                     if p.name[6:].isdigit())
+    for n, folder in folders:
         longer = load_results(folder)
-        if not folder.name[6:].isdigit() or not longer:
+        if not longer:
             continue
-        n = int(folder.name[6:])
         names = [r.name for r in bccd.ROWS if r.name in longer]
         rows = []
         for name in names:
@@ -349,8 +355,7 @@ def budget_section(results_dir: Path, base: Mapping[str, Sequence[Mapping[str, A
             for metric in ("AP", "AP50", "APs", "Platelets"):
                 cells += [mean_cell(values(base, name, metric)),
                           mean_cell(values(longer, name, metric))]
-            steps = sorted({s for r in longer[name] if (s := train_steps(r)) is not None})
-            cells += ["/".join(map(str, steps)) or "n/a",
+            cells += [steps_cell(longer[name]),
                       mean_cell([r["train_wall_s"] / 60 for r in longer[name]
                                  if r.get("train_wall_s")], 1),
                       ",".join(str(r["seed"]) for r in longer[name])]

@@ -24,7 +24,11 @@ from detkit.models.anchors import (  # noqa: E402
     AnchorGenerator,
     anchor_generator_from_preset,
 )
-from detkit.models.coverage import anchor_coverage, plot_coverage  # noqa: E402
+from detkit.models.coverage import (  # noqa: E402
+    anchor_coverage,
+    model_anchor_generator,
+    plot_coverage,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,14 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-def _find_generator(model: object) -> AnchorGenerator:
-    """The model's (first) :class:`AnchorGenerator`."""
-    for module in model.modules():  # type: ignore[attr-defined]
-        if isinstance(module, AnchorGenerator):
-            return module
-    raise ValueError(f"the model {type(model).__name__} has no AnchorGenerator")
-
-
 def generator_from_args(args: argparse.Namespace, num_classes: int) -> AnchorGenerator:
     """Build the anchor generator named by a preset or described by a config."""
     if args.config in ANCHOR_PRESETS:
@@ -81,7 +77,7 @@ def generator_from_args(args: argparse.Namespace, num_classes: int) -> AnchorGen
         model_cfg["densify"] = args.density
         if not args.density:
             model_cfg["anchor_densities"] = None
-    return _find_generator(build_model(model_cfg))
+    return model_anchor_generator(build_model(model_cfg))
 
 
 def main(argv: list[str] | None = None) -> int:

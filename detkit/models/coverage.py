@@ -33,10 +33,22 @@ __all__ = [
     "anchor_coverage",
     "area_bucket",
     "best_anchor_iou",
+    "model_anchor_generator",
     "plot_coverage",
 ]
 
 AREA_BUCKETS = ("small", "medium", "large")
+
+
+def model_anchor_generator(model: torch.nn.Module) -> AnchorGenerator:
+    """The model's (first) :class:`AnchorGenerator`: a dense detector's, ThunderNet's RPN's.
+
+    ValueError when the model has none (e.g. a torchvision peer).
+    """
+    for module in model.modules():
+        if isinstance(module, AnchorGenerator):
+            return module
+    raise ValueError(f"the model {type(model).__name__} has no AnchorGenerator")
 
 
 def area_bucket(area: float) -> str:
