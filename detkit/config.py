@@ -92,11 +92,17 @@ SCHEMA: dict[str, Any] = {
         "max_iters": _f("int", 0),
         "warmup": _f("str", "linear", choices=("linear", "constant", "none")),
         "warmup_iters": _f("int", 500),
+        # warmup in epochs (may be fractional); when set it replaces warmup_iters
+        "warmup_epochs": _f("float", None, True),
+        # warmup as a fraction of the run; when set it replaces both of the above
+        "warmup_fraction": _f("float", None, True),
         "warmup_factor": _f("float", 0.001),
         "decay": _f("str", "cosine", choices=("cosine", "step", "none")),
         "milestones": _f("list[int]", []),
         "gamma": _f("float", 0.1),
         "min_lr_ratio": _f("float", 0.0),
+        # training budget in minutes: stop there, the LR schedule stretched over it
+        "time_budget": _f("float", None, True),
     },
     "train": {
         "amp": _f("bool", True),

@@ -18,9 +18,16 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from detkit.engine import distributed as du
+from detkit.engine.budget import TimeBudget
 from detkit.engine.ema import ModelEMA
 from detkit.engine.optim import build_optimizer
-from detkit.engine.schedules import IterationScheduler, ScheduleSpec, scaled_lr
+from detkit.engine.schedules import (
+    IterationScheduler,
+    ScheduleSpec,
+    check_warmup,
+    scaled_lr,
+    warmup_iterations,
+)
 from detkit.engine.trainer import Trainer, TrainerOptions
 
 
@@ -269,11 +276,15 @@ def load_teacher(cfg: Mapping[str, Any], num_classes: int, device: torch.device)
 
 
 def schedule_spec(cfg: Mapping[str, Any], iters_per_epoch: int) -> ScheduleSpec:
-    """ScheduleSpec in iterations (milestones given in epochs are converted)."""
+    """ScheduleSpec in iterations (milestones and ``warmup_epochs`` given in epochs are
+    converted). With ``schedule.time_budget`` this is the provisional length until the
+    trainer has timed its first iterations (:mod:`detkit.engine.budget`)."""
     sch = cfg["schedule"]
     max_iters = sch["max_iters"] or sch["epochs"] * iters_per_epoch
+    warmup = warmup_iterations(sch["warmup_iters"], sch.get("warmup_epochs"), iters_per_epoch,
+                               sch.get("warmup_fraction"), max_iters)
     return ScheduleSpec(max_iters=max_iters, warmup=sch["warmup"],
-                        warmup_iters=sch["warmup_iters"], warmup_factor=sch["warmup_factor"],
+                        warmup_iters=warmup, warmup_factor=sch["warmup_factor"],
                         decay=sch["decay"],
                         milestones=tuple(m * iters_per_epoch for m in sch["milestones"]),
                         gamma=sch["gamma"], min_lr_ratio=sch["min_lr_ratio"])
@@ -308,6 +319,10 @@ def build_trainer(cfg: Mapping[str, Any], work_dir: str | Path, info: du.DistInf
               f"lr = {lr:g} (linear scaling off; total batch {total_batch})", flush=True)
     optimizer = build_optimizer(model, oc, lr)
     spec = schedule_spec(cfg, len(loader.batch_sampler))
+    budget_min = cfg["schedule"].get("time_budget")
+    budget = TimeBudget(budget_min) if budget_min is not None else None
+    if budget is None and info.is_main:
+        check_warmup(spec)
     scheduler = IterationScheduler(optimizer, spec)
     teacher = None
     if cfg["train"]["distill"]["enabled"]:
@@ -333,7 +348,8 @@ def build_trainer(cfg: Mapping[str, Any], work_dir: str | Path, info: du.DistInf
         clip_grad_norm=oc["clip_grad_norm"], max_nonfinite=tc["max_nonfinite"],
         log_interval=tc["log_interval"], checkpoint_interval=tc["checkpoint_interval"],
         eval_interval=cfg["eval"]["interval"], distill_weight=tc["distill"]["weight"],
-        distill_temperature=tc["distill"]["temperature"], use_tqdm=use_tqdm, seed=cfg["seed"])
+        distill_temperature=tc["distill"]["temperature"], use_tqdm=use_tqdm, seed=cfg["seed"],
+        time_budget=budget)
     return Trainer(model, optimizer, scheduler, loader, options, work_dir, config=cfg,
                    device=info.device, ema=ema, evaluator=evaluator, teacher=teacher,
                    batch_transform=batch_transform)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 # Fields of a train record that are not losses (everything else is plotted in loss.png).
 NON_LOSS_KEYS = frozenset({"kind", "iter", "epoch", "lr", "images_per_s", "grad_norm",
-                           "nonfinite_total"})
+                           "nonfinite_total", "train_seconds"})
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

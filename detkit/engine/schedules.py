@@ -9,6 +9,7 @@ over the first ``warmup_iters`` iterations, then cosine decay over the remaining
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,44 @@ class ScheduleSpec:
             raise ValueError(f"max_iters must be positive, got {self.max_iters}")
         if self.warmup_iters < 0:
             raise ValueError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
+
+
+class ScheduleWarning(UserWarning):
+    """A schedule that runs but is probably not what was meant (e.g. warmup as long as the run)."""
+
+
+def check_warmup(spec: ScheduleSpec) -> bool:
+    """Warn (:class:`ScheduleWarning`) when warmup lasts as long as the run or longer.
+
+    Then the learning rate never reaches ``base_lr`` and cosine / step decay never starts: a
+    preset's ``warmup_iters: 200`` on a 72-iteration run trained at a fraction of its LR.
+    Returns True when it warned.
+    """
+    if spec.warmup == "none" or spec.warmup_iters < spec.max_iters:
+        return False
+    warnings.warn(
+        f"ScheduleWarning: warmup lasts {spec.warmup_iters} iterations but the run has "
+        f"{spec.max_iters}: the LR never reaches base_lr and the decay never starts; give "
+        "schedule.warmup_epochs (or a smaller schedule.warmup_iters)",
+        ScheduleWarning, stacklevel=2)
+    return True
+
+
+def warmup_iterations(warmup_iters: int, warmup_epochs: float | None, iters_per_epoch: int,
+                      warmup_fraction: float | None = None, max_iters: int = 0) -> int:
+    """Warmup length in iterations, from the first of these that is given:
+    ``warmup_fraction`` of the run (``round(fraction * max_iters)``: 0.1 of 300 = 30), then
+    ``warmup_epochs`` (``round(epochs * iters_per_epoch)``: 2 epochs of 25 = 50), else
+    ``warmup_iters``. The first two carry from one dataset (or budget) to another."""
+    if warmup_fraction is not None:
+        if not (math.isfinite(warmup_fraction) and 0 <= warmup_fraction <= 1):
+            raise ValueError(f"schedule.warmup_fraction must be in [0, 1], got {warmup_fraction}")
+        return int(round(warmup_fraction * max_iters))
+    if warmup_epochs is None:
+        return int(warmup_iters)
+    if not (math.isfinite(warmup_epochs) and warmup_epochs >= 0):
+        raise ValueError(f"schedule.warmup_epochs must be >= 0, got {warmup_epochs}")
+    return int(round(warmup_epochs * iters_per_epoch))
 
 
 def decay_factor(it: int, spec: ScheduleSpec) -> float:
@@ -101,6 +140,10 @@ class IterationScheduler:
         factor = lr_factor(self.last_iter, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
+
+    def refresh(self) -> None:
+        """Set the learning rates again for the current iteration (after ``spec`` changed)."""
+        self._apply()
 
     def step(self) -> None:
         """Advance one iteration and set the new learning rates."""

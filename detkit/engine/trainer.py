@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detkit.engine import distributed as du
+from detkit.engine.budget import TimeBudget
 from detkit.engine.checkpoint import (
     atomic_save,
     capture_rng_state,
@@ -64,6 +65,8 @@ class TrainerOptions:
     distill_temperature: float = 4.0
     use_tqdm: bool = True
     seed: int = 0
+    # schedule.time_budget: the run's length follows the measured time (engine/budget.py)
+    time_budget: TimeBudget | None = None
 
 
 @dataclass
@@ -76,6 +79,8 @@ class TrainState:
     best_ap: float = -1.0
     nonfinite_total: int = 0
     nonfinite_streak: int = 0
+    # training-loop seconds so far (evaluation and checkpoint writes excluded)
+    train_seconds: float = 0.0
 
 
 def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]],
@@ -194,6 +199,11 @@ class Trainer:
             self.ema.module.load_state_dict(unwrap(self.model).state_dict())
             self.ema.updates = 0
         self.state = TrainState(**ckpt["trainer"])
+        budget = self.options.time_budget
+        if budget is not None and self.state.global_iter >= budget.calibrate_iters:
+            # the stretched length is not in the config: estimate it again from the saved time
+            self.options.max_iters = budget.apply(self.scheduler, budget.estimate(
+                self.state.train_seconds, self.state.global_iter))
         sampler = getattr(self.loader.batch_sampler, "sampler", None)
         if ckpt.get("sampler") is not None and hasattr(sampler, "load_state_dict"):
             sampler.load_state_dict(ckpt["sampler"])
@@ -305,7 +315,8 @@ class Trainer:
         metrics = {k: float(v) for k, v in self.evaluator(net).items()}
         if self.logger is not None:
             self.logger.write({"kind": "eval", "iter": self.state.global_iter,
-                               "epoch": self.state.epoch, **metrics})
+                               "epoch": self.state.epoch,
+                               "train_seconds": round(self.state.train_seconds, 3), **metrics})
             self.logger.notice(f"eval @ iter {self.state.global_iter}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in metrics.items()))
         return metrics
@@ -343,12 +354,15 @@ class Trainer:
                         st.nonfinite_streak = 0
                     now = time.perf_counter()
                     ips = len(images) * du.get_world_size() / max(now - t_last, 1e-9)
+                    st.train_seconds += now - t_last
                     t_last = now
+                    self._follow_budget(epoch_end=False)
                     if losses is not None and (st.global_iter % opt.log_interval == 0
                                                or st.global_iter == opt.max_iters):
                         reduced = du.reduce_mean(losses, self.device)
                         self.logger.train_step(st.global_iter, st.epoch, reduced, lr, ips,
-                                               {"nonfinite_total": st.nonfinite_total})
+                                               {"nonfinite_total": st.nonfinite_total,
+                                                "train_seconds": round(st.train_seconds, 3)})
                     if opt.checkpoint_interval and st.global_iter % opt.checkpoint_interval == 0:
                         self.save("last.pth")
                     self.after_step(losses)
@@ -358,6 +372,7 @@ class Trainer:
                     if st.iter_in_epoch == 0:
                         raise RuntimeError(f"the training loader yielded no batch in epoch "
                                            f"{st.epoch}; check data and batch size")
+                    self._follow_budget(epoch_end=True)
                     self._end_epoch(advance=True)
                     continue
                 self._end_epoch(advance=st.iter_in_epoch >= opt.iters_per_epoch)
@@ -367,6 +382,26 @@ class Trainer:
             written = plot_curves(self.logger.jsonl_path, self.work_dir)
             print("plots: " + ", ".join(str(p) for p in written), flush=True)
         return st
+
+    def _follow_budget(self, epoch_end: bool) -> None:
+        """With a time budget: re-estimate the run's length when due, stop once it is spent."""
+        budget, st = self.options.time_budget, self.state
+        if budget is None or st.global_iter == 0:
+            return
+        if budget.spent(st.train_seconds):
+            new = st.global_iter
+        elif budget.due(st.global_iter, epoch_end):
+            new = budget.estimate(st.train_seconds, st.global_iter)
+        else:
+            return
+        new = budget.apply(self.scheduler, new)
+        if new != self.options.max_iters and self.is_main:
+            print(f"time budget {budget.seconds / 60:g} min: {st.train_seconds:.1f} s for "
+                  f"{st.global_iter} iterations, run length {self.options.max_iters} -> {new} "
+                  "iterations", flush=True)
+        self.options.max_iters = new
+        if self.logger is not None:
+            self.logger.total_iters = new
 
     def _end_epoch(self, advance: bool) -> None:
         """Evaluate when due (always at the end of training) and save last/best.

@@ -42,7 +42,7 @@ from detkit.models.heads.rpn import (
     thundernet_anchor_generator,
 )
 from detkit.models.heads.sam import SpatialAttentionModule
-from detkit.models.necks.cem import CEM
+from detkit.models.necks.cem import CEM, init_lateral
 from detkit.models.postprocess import PostprocessConfig
 from detkit.models.transform import DetectionTransform
 
@@ -53,13 +53,17 @@ class C4Projection(nn.Module):
     """The no-CEM baseline: ``conv1x1(C4)`` to ``out_channels`` (245), stride 16.
 
     ``forward(features)`` takes a mapping holding ``"c4"`` [B, C4, H, W] and returns
-    ``OrderedDict(p4=[B, out_channels, H, W])``, like :class:`CEM`.
+    ``OrderedDict(p4=[B, out_channels, H, W])``, like :class:`CEM`. The convolution starts
+    as CEM's C4 branch does (:func:`detkit.models.necks.cem.init_lateral`), so with CEM's
+    zero-started context the two necks give the same map at step 0 and the ablation isolates
+    the structure, not the start.
     """
 
     def __init__(self, c4_channels: int, out_channels: int = 245) -> None:
         super().__init__()
         self.out_channels = out_channels
         self.conv = nn.Conv2d(c4_channels, out_channels, 1)
+        init_lateral(self.conv)
 
     def forward(self, features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
         """See the class docstring."""
@@ -212,6 +216,9 @@ def thundernet_lite(
     channels_last: bool = True,
     anchor_sizes: Sequence[float] = THUNDERNET_ANCHOR_SIZES,
     anchor_densities: Sequence[float] | None = None,
+    cem_context_init: str = "zero",
+    box_loss_weight: float | None = None,
+    rpn_box_loss_weight: float | None = None,
 ) -> ThunderNet:
     """ThunderNet-lite preset (SNet + CEM + compressed RPN + SAM + PSRoIAlign R-CNN).
 
@@ -221,7 +228,13 @@ def thundernet_lite(
             :func:`detkit.models.backbones.build_backbone`) or a module with ``out_channels``
             holding "c4" and "c5".
         use_cem / use_sam: the ablation switches (module docstring).
+        cem_context_init: "zero" (default; CEM's C5 and global branches start at zero, the
+            from-scratch start) or "default" (all three branches Kaiming); see :class:`CEM`.
         box_loss: R-CNN box loss, "smooth_l1" | "iou" | "giou" | "diou" | "ciou" or a callable.
+        box_loss_weight / rpn_box_loss_weight: multipliers of the R-CNN / RPN box loss; None
+            takes the convention of :func:`detkit.models.heads.rpn.normalise_box_loss`
+            (1 for smooth-L1, 12 for the IoU family, both summed over the sampled
+            foreground and divided by the number of sampled RoIs / anchors).
         nms: "nms" | "diou_nms" | "soft_nms" | "cluster_nms" for the final detections.
         label_smoothing: epsilon of the R-CNN classification loss.
         class_agnostic: one box per RoI (True, the paper's cost) or one per class.
@@ -247,7 +260,8 @@ def thundernet_lite(
         backbone = build_backbone(backbone, **kwargs)
     channels = backbone.out_channels
     if use_cem:
-        neck: nn.Module = CEM(channels["c4"], channels["c5"], feature_channels)
+        neck: nn.Module = CEM(channels["c4"], channels["c5"], feature_channels,
+                              context_init=cem_context_init)
     else:
         neck = C4Projection(channels["c4"], feature_channels)
     if anchor_densities is not None and len(anchor_densities) != len(anchor_sizes):
@@ -262,6 +276,7 @@ def thundernet_lite(
         post_nms_top_n=rpn_post_nms_top_n,
         nms_thresh=rpn_nms_threshold,
         box_loss=rpn_box_loss,
+        box_loss_weight=rpn_box_loss_weight,
     )
     postprocess = PostprocessConfig(
         score_threshold=score_threshold,
@@ -276,6 +291,7 @@ def thundernet_lite(
         batch_size_per_image=rcnn_batch_size_per_image,
         positive_fraction=rcnn_positive_fraction,
         box_loss=box_loss,
+        box_loss_weight=box_loss_weight,
         label_smoothing=label_smoothing,
         postprocess=postprocess,
     )

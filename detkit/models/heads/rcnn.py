@@ -15,7 +15,9 @@ proposals; RoIs with IoU >= 0.5 to a box are foreground (its label), the others 
 Classification: :func:`detkit.losses.label_smoothing_cross_entropy` (``label_smoothing`` =
 epsilon, 0 gives plain cross-entropy), averaged over the sampled RoIs. Box loss on the
 foreground RoIs: "smooth_l1" on deltas or an IoU kind ("iou" | "giou" | "diou" | "ciou") on
-decoded boxes, normalised as in :func:`detkit.models.heads.rpn.normalise_box_loss`. Per-box
+decoded boxes, summed over the foreground, divided by the number of sampled RoIs and weighted
+(1 for smooth-L1, 12 for IoU kinds, as the DIoU authors train Faster R-CNN) by
+:func:`detkit.models.heads.rpn.normalise_box_loss`. Per-box
 ``weights`` (mixup ratios) of the matched ground truth multiply both losses of a foreground
 RoI; background RoIs, which belong to neither mixed image, keep weight 1.
 
@@ -176,6 +178,7 @@ class RCNNStage(nn.Module):
         batch_size_per_image / positive_fraction: RoI sampling (256 / 0.25).
         box_loss: "smooth_l1" | "iou" | "giou" | "diou" | "ciou" or a callable on decoded boxes.
         label_smoothing: epsilon of the classification loss (0 = plain cross-entropy).
+        box_loss_weight: multiplier of the box loss; None: 1 for smooth-L1, 12 for IoU kinds.
         postprocess: :class:`PostprocessConfig` (score threshold, NMS kind and threshold,
             max detections).
         box_coder: default ``BoxCoder((10, 10, 5, 5))``.
@@ -191,8 +194,12 @@ class RCNNStage(nn.Module):
         label_smoothing: float = 0.0,
         postprocess: PostprocessConfig | None = None,
         box_coder: BoxCoder | None = None,
+        box_loss_weight: float | None = None,
     ) -> None:
         super().__init__()
+        if box_loss_weight is not None and not box_loss_weight >= 0:
+            raise ValueError(f"box_loss_weight must be >= 0, got {box_loss_weight}")
+        self.box_loss_weight = box_loss_weight
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.head = head
@@ -238,7 +245,8 @@ class RCNNStage(nn.Module):
                 self.box_coder,
                 weights=weights[fg],
             )
-            box_loss = normalise_box_loss(per_box, self.box_loss, labels.numel())
+            box_loss = normalise_box_loss(per_box, self.box_loss, labels.numel(),
+                                          self.box_loss_weight)
         return {"rcnn_cls": cls_loss, "rcnn_box": box_loss}
 
     def detect(

@@ -15,9 +15,9 @@ are positive, < 0.3 negative (each box also claims its best anchors); anchors mo
 ``ignore_boxes`` (crowd / difficult) are left out; 256 anchors per image with at most half
 positives are sampled. Loss normalisation: objectness BCE summed over the sampled anchors of the
 batch and divided by their number; the box loss ("smooth_l1" on deltas, beta 1/9, or an IoU
-kind on decoded boxes) is summed over positives and divided by the number of sampled anchors
-for "smooth_l1" (torchvision's convention) or by the number of positives for IoU kinds (the
-usual average of an IoU loss).
+kind on decoded boxes) is summed over positives, divided by the number of sampled anchors and
+multiplied by a weight (:func:`normalise_box_loss`): 1 for "smooth_l1" (torchvision's
+convention), 12 for the IoU kinds (the DIoU authors' Faster R-CNN setting, Zheng et al. 2020).
 
 Proposals (per image): the ``pre_nms_top_n`` best-scoring anchors are decoded, clipped to the
 image, boxes with a side below ``min_size`` are removed, NMS at 0.7 runs, and the
@@ -51,6 +51,8 @@ __all__ = [
     "RPNOutput",
     "RegionProposalNetwork",
     "flatten_rpn_outputs",
+    "IOU_LOSS_WEIGHT",
+    "default_box_loss_weight",
     "normalise_box_loss",
     "thundernet_anchor_generator",
 ]
@@ -75,15 +77,32 @@ def thundernet_anchor_generator(
     return AnchorGenerator([stride], [list(sizes)], list(aspect_ratios), dens)
 
 
-def normalise_box_loss(per_box: Tensor, kind: str | Callable, num_sampled: int) -> Tensor:
-    """Sum ``per_box`` losses [P] and divide by ``num_sampled`` ("smooth_l1") or by P (IoU kinds).
+IOU_LOSS_WEIGHT = 12.0
+"""Default weight of an IoU-family box loss summed over foreground and divided by the sampled
+count: the DIoU authors' Faster R-CNN weight (Zheng et al., AAAI 2020). With a quarter of the
+sampled RoIs foreground it is about 3x the foreground mean, where its gradient on the shared
+layers matches smooth-L1's (2.4-2.9x the weight-1 foreground mean, measured on BCCD)."""
 
-    An empty ``per_box`` gives a zero that keeps the graph. See the module docstring.
+
+def default_box_loss_weight(kind: str | Callable) -> float:
+    """The box-loss weight used when none is given: 1 for "smooth_l1" and callables, else 12."""
+    return 1.0 if callable(kind) or kind == "smooth_l1" else IOU_LOSS_WEIGHT
+
+
+def normalise_box_loss(per_box: Tensor, kind: str | Callable, num_sampled: int,
+                       weight: float | None = None) -> Tensor:
+    """``weight * sum(per_box) / num_sampled``: the box loss of a sampled two-stage head.
+
+    ``per_box`` [P]: losses of the P foreground anchors / RoIs; ``num_sampled``: all sampled
+    ones (foreground and background), so the box term keeps its share of the gradient as the
+    foreground fraction changes (Faster R-CNN's and the DIoU authors' convention). ``weight``
+    None takes :func:`default_box_loss_weight` of ``kind``. An empty ``per_box`` gives a zero
+    that keeps the graph.
     """
     if per_box.numel() == 0:
         return per_box.sum() * 0.0
-    denominator = num_sampled if kind == "smooth_l1" else per_box.numel()
-    return per_box.sum() / max(1, int(denominator))
+    w = default_box_loss_weight(kind) if weight is None else float(weight)
+    return w * per_box.sum() / max(1, int(num_sampled))
 
 
 class RPNHead(nn.Module):
@@ -185,6 +204,7 @@ class RegionProposalNetwork(nn.Module):
         nms_thresh: proposal NMS IoU threshold (0.7).
         min_size: smallest proposal side kept, in pixels (1.0).
         box_loss: "smooth_l1" | "iou" | "giou" | "diou" | "ciou" or a callable on decoded boxes.
+        box_loss_weight: multiplier of the box loss; None: 1 for smooth-L1, 12 for IoU kinds.
         box_coder: default ``BoxCoder((1, 1, 1, 1))``.
     """
 
@@ -203,8 +223,12 @@ class RegionProposalNetwork(nn.Module):
         min_size: float = 1.0,
         box_loss: str | Callable[[Tensor, Tensor], Tensor] = "smooth_l1",
         box_coder: BoxCoder | None = None,
+        box_loss_weight: float | None = None,
     ) -> None:
         super().__init__()
+        if box_loss_weight is not None and not box_loss_weight >= 0:
+            raise ValueError(f"box_loss_weight must be >= 0, got {box_loss_weight}")
+        self.box_loss_weight = box_loss_weight
         self.anchor_generator = anchor_generator or thundernet_anchor_generator()
         if len(self.anchor_generator.strides) != 1:
             raise ValueError("the ThunderNet RPN uses one feature map; give a 1-level generator")
@@ -299,7 +323,8 @@ class RegionProposalNetwork(nn.Module):
                 / num_sampled
             )
         if box_terms:
-            box_loss = normalise_box_loss(torch.cat(box_terms), self.box_loss, num_sampled)
+            box_loss = normalise_box_loss(torch.cat(box_terms), self.box_loss, num_sampled,
+                                          self.box_loss_weight)
         else:
             box_loss = deltas.sum() * 0.0
         return {"rpn_objectness": obj_loss, "rpn_box": box_loss}

