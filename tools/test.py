@@ -5,7 +5,8 @@ used when the checkpoint has them. Test-time options come from the config's ``te
 (NMS kind and thresholds, score threshold, input size, image pyramid ``test.scales``).
 Writes into --out (default ``<checkpoint dir>/test_<split>``): ``metrics.json``,
 ``detections.json`` (COCO results, the dataset's own category ids), ``pr_curves.png`` and
-``per_class_ap.png``.
+``per_class_ap.png``; for two-stage models also ``proposal_recall.json``, the test-time
+proposals' recall of the objects (IoU >= 0.5) by size bucket and class.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     from detkit.evaluation import evaluate_detections, save_results_json
     from detkit.evaluation.plots import save_evaluation_plots
+    from detkit.evaluation.proposals import (
+        format_recall,
+        has_proposals,
+        proposal_recall,
+        write_recall,
+    )
 
     try:
         options = read_test_options(cfg)
@@ -106,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_detections(dataset.coco.dataset, results, max_dets=options.max_dets,
                                  extra_area_ranges=options.extra_area_ranges or None)
     print(result.summary_table(), flush=True)
+    model = loaded.model
+    if has_proposals(model) and len(predictor.sizes) == 1:
+        recall = proposal_recall(model, dataset, predictor.sizes[0],
+                                 device=next(model.parameters()).device)
+        print(format_recall(recall), flush=True)
+        write_recall(out / "proposal_recall.json", recall)
     paths = {"metrics": result.to_json(out / "metrics.json"),
              "detections": save_results_json(results, out / "detections.json"),
              **save_evaluation_plots(result, out)}
