@@ -1,4 +1,4 @@
-"""Measurements of the BCCD benchmark runner (benchmarks/bccd.py).
+"""Measurements of the benchmark suite (benchmarks/suite.py).
 
 Training log summaries, inference latency (batch 1, 2 threads, median), time spent in the
 final NMS, PR curves and drawn detections from a COCO results file, anchor coverage.
@@ -39,26 +39,28 @@ def median_images_per_s(path: Path) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def _load(cfg: Mapping[str, Any], checkpoint: Path, data_dir: Path, nms: str | None = None
-          ) -> tuple[Any, Any]:
-    """(model in eval mode on CPU, the test CocoDetection with raw images)."""
+def _load(cfg: Mapping[str, Any], checkpoint: Path, ann_file: Path, img_dir: Path,
+          nms: str | None = None) -> tuple[Any, Any]:
+    """(model in eval mode on CPU, the CocoDetection of ``ann_file`` with raw images)."""
     from detkit.data.coco import CocoDetection
     from detkit.engine.inference import TestOptions, keep_raw, load_detector
 
-    dataset = CocoDetection(str(data_dir / "test.json"), str(data_dir), transforms=keep_raw)
+    dataset = CocoDetection(str(ann_file), str(img_dir), transforms=keep_raw)
     options = TestOptions(img_size=cfg["data"]["img_size"], nms=nms)
     loaded = load_detector(cfg, checkpoint, dataset.num_classes, "cpu", options)
     return loaded.model, dataset
 
 
-def inference_latency(cfg: Mapping[str, Any], checkpoint: Path, data_dir: Path,
+def inference_latency(cfg: Mapping[str, Any], checkpoint: Path, ann_file: Path, img_dir: Path,
                       runs: int = 20, threads: int = 2) -> float:
-    """Median milliseconds of one forward pass, batch 1, 320 letterbox, ``threads`` threads."""
+    """Median milliseconds of one forward pass of the trained model on the first image of
+    ``ann_file``, batch 1, 320 letterbox, ``threads`` threads (post-processing included: the
+    trained model's own candidates reach its NMS)."""
     import torch
 
     from detkit.engine.inference import letterbox_image
 
-    model, dataset = _load(cfg, checkpoint, data_dir)
+    model, dataset = _load(cfg, checkpoint, ann_file, img_dir)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -96,18 +98,20 @@ def timed_nms() -> Iterator[list[float]]:
         postprocess.run_nms = original
 
 
-def nms_milliseconds(cfg: Mapping[str, Any], checkpoint: Path, data_dir: Path, kind: str,
-                     threads: int = 2) -> float:
-    """Mean milliseconds per test image spent in the final NMS of ``kind`` (batch 1)."""
+def nms_milliseconds(cfg: Mapping[str, Any], checkpoint: Path, ann_file: Path, img_dir: Path,
+                     kind: str, threads: int = 2) -> float:
+    """Mean milliseconds per image of ``ann_file`` spent in the final NMS of ``kind`` (batch 1;
+    one warm-up image first, so a kernel's one-off loading is not charged to the kind)."""
     import torch
 
     from detkit.engine.inference import Predictor
 
-    model, dataset = _load(cfg, checkpoint, data_dir, nms=kind)
+    model, dataset = _load(cfg, checkpoint, ann_file, img_dir, nms=kind)
     predictor = Predictor(model, [cfg["data"]["img_size"]])
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        predictor.predict([dataset[0][0]])
         with timed_nms() as seconds:
             for i in range(len(dataset)):
                 predictor.predict([dataset[i][0]])
@@ -116,13 +120,11 @@ def nms_milliseconds(cfg: Mapping[str, Any], checkpoint: Path, data_dir: Path, k
     return 1000.0 * sum(seconds) / max(len(dataset), 1)
 
 
-def pr_and_drawn(data_dir: Path, detections: Path) -> dict[str, Any]:
-    """PR curves per class (IoU .50 and mean .50:.95) and the detections of three test images."""
+def pr_and_drawn(gt: Mapping[str, Any], dets: list[dict[str, Any]]) -> dict[str, Any]:
+    """PR curves per class (IoU .50 and mean .50:.95) and the detections of three images."""
     from detkit.evaluation import evaluate_detections
     from detkit.evaluation.plots import pr_curves
 
-    gt = json.loads((data_dir / "test.json").read_text())
-    dets = json.loads(detections.read_text())
     result = evaluate_detections(gt, dets)
     curves = {}
     for name, (rec, prec50) in pr_curves(result, 0.5).items():
@@ -135,15 +137,15 @@ def pr_and_drawn(data_dir: Path, detections: Path) -> dict[str, Any]:
     return {"pr_curves": curves, "drawn_detections": drawn}
 
 
-def anchor_coverage_rows(cfg: Mapping[str, Any], data_dir: Path) -> list[dict[str, Any]] | None:
-    """Anchor coverage of BCCD train at the row's input size (dense detectors and the
-    ThunderNet RPN; None for the torchvision peers)."""
+def anchor_coverage_rows(cfg: Mapping[str, Any], ann_file: Path) -> list[dict[str, Any]] | None:
+    """Anchor coverage of the objects of ``ann_file`` at the row's input size (dense detectors
+    and the ThunderNet RPN; None for the torchvision peers)."""
     if cfg["model"]["type"] not in ("dense_detector", "thundernet_lite"):
         return None
     from detkit.engine.build import build_model_from_cfg
     from detkit.models.coverage import anchor_coverage, model_anchor_generator
 
-    coco = json.loads((data_dir / "train.json").read_text())
+    coco = json.loads(Path(ann_file).read_text())
     model = build_model_from_cfg(cfg["model"], len(coco["categories"]))
     report = anchor_coverage(coco, model_anchor_generator(model), cfg["data"]["img_size"])
     return [{"bucket": r.bucket, "class": r.class_name, "boxes": r.count,
