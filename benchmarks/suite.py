@@ -16,9 +16,11 @@ Protocol (:mod:`kfold`): all splits are pooled and cut into ``--k`` folds (3); f
 on the others and predicts fold ``f``; the held-out predictions are pooled into one COCO
 evaluation over every image. The model evaluated is the last one (``last.pth``): no
 checkpoint is selected on the images it is scored on. Budget: every row trains
-``--minutes`` (3) per fold on 2 cores; its ``schedule.max_iters`` is that budget divided by the
-row's seconds per iteration, measured once per dataset (``calibration.json``, 30 iterations,
-the median of the last 25). Rows that change only the training recipe (loss, augmentation,
+``--minutes`` (2) per fold on an idle 2-core machine; its ``schedule.max_iters`` is that budget
+divided by the row's seconds per iteration on such a machine, read from ``calibration.json``
+in the results folder. A row missing there is measured (30 iterations, the median of the last
+25) and recorded with the load average at the time; on a busy machine that figure is too
+slow, so measure all rows of a comparison back to back, or write idle-machine figures. Rows that change only the training recipe (loss, augmentation,
 schedule) take the full model's iterations instead, so they compare at equal steps. Warmup is
 a fraction of the run (``schedule.warmup_fraction``), so it means the same on every dataset.
 
@@ -320,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-dir", default=None, help="image folder (default: --data)")
     parser.add_argument("--name", default=None, help="dataset name (default: folder name)")
     parser.add_argument("--k", type=int, default=3, help="folds (3)")
-    parser.add_argument("--minutes", type=float, default=3.0,
-                        help="training minutes per fold and row (3)")
+    parser.add_argument("--minutes", type=float, default=2.0,
+                        help="training minutes per fold and row (2)")
     args = parser.parse_args(argv)
     os.chdir(REPO)
     try:
