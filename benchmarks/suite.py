@@ -15,19 +15,22 @@ anchor coverage, curves, proposal recall) comes from the chosen dataset.
 Protocol (:mod:`kfold`): all splits are pooled and cut into ``--k`` folds (3); fold ``f`` trains
 on the others and predicts fold ``f``; the held-out predictions are pooled into one COCO
 evaluation over every image. The model evaluated is the last one (``last.pth``): no
-checkpoint is selected on the images it is scored on. Budget: every row trains
-``--minutes`` (2) per fold on an idle 2-core machine; its ``schedule.max_iters`` is that budget
-divided by the row's seconds per iteration on such a machine, read from ``calibration.json``
-in the results folder. A row missing there is measured (30 iterations, the median of the last
-25) and recorded with the load average at the time; on a busy machine that figure is too
-slow, so measure all rows of a comparison back to back, or write idle-machine figures. Rows that change only the training recipe (loss, augmentation,
+checkpoint is selected on the images it is scored on.
+
+Budget: every row trains ``--minutes`` (2) per fold on an idle 2-core machine; its
+``schedule.max_iters`` is that budget divided by the row's seconds per iteration on such a
+machine, read from ``calibration.json`` in the results folder. A row missing there is measured
+(30 iterations, the median of the last 25) and recorded with the load average at the time; on
+a busy machine that figure is too slow, so measure all rows of a comparison back to back, or
+write idle-machine figures. Rows that change only the training recipe (loss, augmentation,
 schedule) take the full model's iterations instead, so they compare at equal steps. Warmup is
 a fraction of the run (``schedule.warmup_fraction``), so it means the same on every dataset.
 
 Resumable: a finished fold (its result JSON exists) is skipped; a fold whose work folder holds
-``last.pth`` resumes from it. Results: ``benchmarks/results/<name>/<row>_s<seed>_f<fold>.json``
-and the fold's held-out detections beside it (``.dets.json.gz``). The "nms" row trains
-nothing: it predicts every fold with the full model's fold checkpoints once per NMS kind.
+``last.pth`` resumes from it. Results go to
+``benchmarks/results/<name>/k<k>_<minutes>min/<row>_s<seed>_f<fold>.json``, with the fold's
+held-out detections beside it (``.dets.json.gz``). The "nms" row trains nothing: it predicts
+every fold with the full model's fold checkpoints once per NMS kind.
 """
 
 from __future__ import annotations

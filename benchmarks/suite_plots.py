@@ -1,4 +1,4 @@
-"""PNG figures of the BCCD benchmark, drawn from result JSON files (see benchmarks/bccd.py).
+"""PNG figures of the benchmark suite, drawn from its results (see benchmarks/suite.py).
 
 Every function takes already loaded result dicts and a path, writes one PNG with
 matplotlib's Agg backend and returns the path, or None when the results hold nothing to draw.
@@ -95,7 +95,8 @@ def plot_per_class_ap(results: Mapping[str, Mapping[str, float]], path: Path) ->
                     fontsize="x-small")
     ax.set_yticks(y, rows)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="test AP (IoU .50:.95)", title="per-class AP on BCCD test")
+    ax.set(xlim=(0, 1), xlabel="AP (IoU .50:.95), held-out folds pooled",
+           title="per-class AP, every image predicted by a model that never saw it")
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
 
@@ -150,23 +151,43 @@ def plot_detections(result: Mapping[str, Any], gt_file: Path, image_root: Path,
     return _save(fig, path)
 
 
-def plot_ablation_deltas(deltas: Sequence[tuple[str, float, float | None]], path: Path
+def plot_claim_intervals(claims: Sequence[tuple[str, float, float, float]], path: Path
                          ) -> Path | None:
-    """Bars of each claim's measured delta (AP points) with its seed spread as an error bar."""
-    if not deltas:
+    """Each claim's delta (AP points) with its 95% bootstrap interval as an error bar;
+    green when the interval is above 0, red below, grey when it contains 0."""
+    if not claims:
         return None
-    fig = Figure(figsize=(8, 1.2 + 0.4 * len(deltas)))
+    fig = Figure(figsize=(8.5, 1.2 + 0.42 * len(claims)))
     ax = fig.add_subplot(1, 1, 1)
-    y = np.arange(len(deltas))
-    values = [100 * d for _, d, _ in deltas]
-    errors = [100 * s if s is not None else 0.0 for _, _, s in deltas]
-    ax.barh(y, values, xerr=errors, color=["tab:green" if v > 0 else "tab:gray" for v in values],
-            capsize=3)
+    y = np.arange(len(claims))
+    delta = np.array([100 * c[1] for c in claims])
+    low = np.array([100 * c[2] for c in claims])
+    high = np.array([100 * c[3] for c in claims])
+    colors = ["tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
+              for lo, hi in zip(low, high, strict=True)]
+    ax.barh(y, delta, xerr=np.vstack([delta - low, high - delta]), color=colors, capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
-    reach = max(abs(v) + e for v, e in zip(values, errors, strict=True)) * 1.15 or 1.0
+    reach = float(np.max(np.abs(np.concatenate([low, high])))) * 1.15 or 1.0
     ax.set_xlim(-reach, reach)  # symmetric, so a loss and a gain read alike
-    ax.set_yticks(y, [name for name, _, _ in deltas])
+    ax.set_yticks(y, [c[0] for c in claims])
     ax.invert_yaxis()
-    ax.set(xlabel="measured delta x 100 (AP points; relative claims in percent)",
-           title="claims: measured delta, error bar = seed spread")
+    ax.set(xlabel="delta x 100 (AP points), error bar = 95% paired bootstrap interval",
+           title="claims: green holds, red contradicted, grey unresolved")
+    return _save(fig, path)
+
+
+def plot_ap_vs_minutes(curves: Mapping[str, Sequence[tuple[float, float]]], path: Path
+                       ) -> Path | None:
+    """AP on the held-out fold against training minutes, one line per row (fold 0)."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, points in curves.items():
+        ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    ax.set(xlabel="training minutes (idle 2-core machine: iterations x measured s/iteration)",
+           ylabel="AP on the held-out fold 0", title="AP against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return _save(fig, path)

@@ -320,7 +320,9 @@ def build_trainer(cfg: Mapping[str, Any], work_dir: str | Path, info: du.DistInf
     optimizer = build_optimizer(model, oc, lr)
     spec = schedule_spec(cfg, len(loader.batch_sampler))
     budget_min = cfg["schedule"].get("time_budget")
-    budget = TimeBudget(budget_min) if budget_min is not None else None
+    # calibrate before the provisional length could end the run
+    budget = (TimeBudget(budget_min, calibrate_iters=max(1, min(20, spec.max_iters - 1)))
+              if budget_min is not None else None)
     if budget is None and info.is_main:
         check_warmup(spec)
     scheduler = IterationScheduler(optimizer, spec)

@@ -212,17 +212,22 @@ def verdict(low: float, high: float) -> str:
 
 def paired_bootstrap(tables_a: Sequence[EvalTable], tables_b: Sequence[EvalTable],
                      iou: float | None = None, category: str | int | None = None,
-                     replicates: int = 1000, seed: int = 0) -> BootstrapResult:
+                     replicates: int = 1000, seed: int = 0, paired_seeds: bool = False
+                     ) -> BootstrapResult:
     """Bootstrap the delta mean_seeds(AP(A)) - mean_seeds(AP(B)) (module docstring).
 
     ``tables_a`` / ``tables_b``: one :class:`EvalTable` per seed of each row, all on the same
     images (same ``image_ids``). ``iou`` / ``category``: as in :meth:`EvalTable.ap`.
+    ``paired_seeds``: table ``j`` of A and of B come from the same trained model (e.g. two
+    test-time NMS kinds), so a replicate draws one set of seeds for both.
     """
     if not tables_a or not tables_b:
         raise ValueError("each row needs at least one table (one per seed)")
     ids = tables_a[0].image_ids
     if any(t.image_ids != ids for t in (*tables_a, *tables_b)):
         raise ValueError("paired bootstrap needs every table on the same images")
+    if paired_seeds and len(tables_a) != len(tables_b):
+        raise ValueError("paired_seeds needs as many tables in A as in B")
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
 
@@ -238,7 +243,7 @@ def paired_bootstrap(tables_a: Sequence[EvalTable], tables_b: Sequence[EvalTable
     for r in range(replicates):
         w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
         pa = rng.integers(0, len(tables_a), len(tables_a))
-        pb = rng.integers(0, len(tables_b), len(tables_b))
+        pb = pa if paired_seeds else rng.integers(0, len(tables_b), len(tables_b))
         deltas[r] = row_value(tables_a, w, pa) - row_value(tables_b, w, pb)
     deltas = deltas[np.isfinite(deltas)]
     low, high = (float(v) for v in np.percentile(deltas, [2.5, 97.5]))

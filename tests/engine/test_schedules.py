@@ -66,3 +66,42 @@ def test_linear_scaling_rule() -> None:
 def test_bad_spec_names_the_choices() -> None:
     with pytest.raises(ValueError, match="linear, constant or none"):
         ScheduleSpec(max_iters=10, warmup="exp")
+
+
+def test_warmup_as_long_as_the_run_warns_by_name() -> None:
+    from detkit.engine.schedules import ScheduleWarning, check_warmup
+
+    # the preset case: 200 warmup iterations on a 72-iteration run
+    with pytest.warns(ScheduleWarning, match="warmup lasts 200 iterations but the run has 72"):
+        assert check_warmup(ScheduleSpec(max_iters=72, warmup_iters=200))
+    with pytest.warns(ScheduleWarning):
+        assert check_warmup(ScheduleSpec(max_iters=72, warmup_iters=72))
+    assert not check_warmup(ScheduleSpec(max_iters=72, warmup_iters=71))
+    assert not check_warmup(ScheduleSpec(max_iters=72, warmup="none", warmup_iters=500))
+
+
+def test_warmup_in_epochs_or_as_a_fraction() -> None:
+    from detkit.engine.schedules import warmup_iterations
+
+    assert warmup_iterations(500, None, 25) == 500  # plain iterations
+    assert warmup_iterations(500, 2.0, 25) == 50  # 2 epochs x 25 iterations
+    assert warmup_iterations(500, 2.0, 15) == 30  # the same 2 epochs on a smaller dataset
+    # a fraction of the run wins over both: 0.1 x 432 = 43.2 -> 43
+    assert warmup_iterations(500, 2.0, 25, warmup_fraction=0.1, max_iters=432) == 43
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        warmup_iterations(0, None, 25, warmup_fraction=1.5, max_iters=10)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        warmup_iterations(0, -1.0, 25)
+
+
+def test_build_trainer_warns_when_warmup_outlasts_the_run(tmp_path) -> None:
+    from detkit.engine.schedules import ScheduleWarning
+
+    from ._tiny import tiny_config, tiny_trainer
+
+    cfg = tiny_config(schedule={"max_iters": 10, "warmup_iters": 200})
+    with pytest.warns(ScheduleWarning, match="200 iterations but the run has 10"):
+        tiny_trainer(tmp_path, cfg)
+    cfg = tiny_config(schedule={"max_iters": 10, "warmup_iters": 200, "warmup_fraction": 0.2})
+    trainer = tiny_trainer(tmp_path / "b", cfg)
+    assert trainer.scheduler.spec.warmup_iters == 2  # 0.2 x 10

@@ -149,3 +149,22 @@ def test_every_nms_kind_keeps_disjoint_boxes(kind: str) -> None:
     expected = [math.exp(4) / (math.exp(4) + 3), math.exp(3) / (math.exp(3) + 3)]
     torch.testing.assert_close(det["scores"], torch.tensor(expected))
     assert det["labels"].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize(("box_loss", "weight", "expected"), [
+    # IoU of [0, 0, 10, 10] with [0, 0, 10, 20] = 100 / 200 = 0.5, so the IoU loss is 0.5;
+    # 1 foreground of 4 sampled RoIs: 12 * 0.5 / 4 = 1.5 (DIoU authors' weight 12)
+    ("iou", None, 1.5),
+    ("iou", 2.0, 0.25),  # 2 * 0.5 / 4
+])
+def test_iou_box_loss_weight_and_sampled_normaliser(box_loss: str, weight: float | None,
+                                                    expected: float) -> None:
+    from detkit.models.heads.rcnn import SampledRoIs
+
+    stage = _stage(box_loss, box_loss_weight=weight)
+    rois = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60], [70, 70, 80, 80], [5, 50, 9, 60]])
+    targets = torch.zeros(4, 4)
+    targets[0] = torch.tensor([0.0, 0, 10, 20])
+    samples = [SampledRoIs(rois, torch.tensor([2, 0, 0, 0]), targets, torch.ones(4))]
+    losses = stage.compute_losses(torch.zeros(4, 4), torch.zeros(4, 4), samples)
+    torch.testing.assert_close(losses["rcnn_box"], torch.tensor(expected))

@@ -87,3 +87,49 @@ def test_errors_and_builder() -> None:
         cem(OrderedDict([("c4", torch.randn(1, 8, 4, 4))]))
     with pytest.raises(ValueError, match="channels"):
         cem({"c4": torch.randn(1, 8, 4, 4), "c5": torch.randn(1, 8, 2, 2)})
+
+
+def test_zero_context_start_gives_the_c4_branch_and_still_learns() -> None:
+    torch.manual_seed(0)
+    cem = CEM(8, 16, out_channels=10)  # context_init="zero" is the default
+    feats = {"c4": torch.randn(2, 8, 6, 6), "c5": torch.randn(2, 16, 3, 3)}
+    out = cem(feats)["p4"]
+    # C5 and global weights start at 0 and every bias at 0: F_CEM = conv1x1(C4) exactly
+    torch.testing.assert_close(out, cem.conv_c4(feats["c4"]), rtol=0, atol=0)
+    assert float(cem.conv_c5.weight.detach().abs().sum()) == 0.0
+    assert float(cem.conv_glb.weight.detach().abs().sum()) == 0.0
+    out.pow(2).sum().backward()
+    # the zero branches still get a gradient (their input C5 is not zero), so they learn
+    assert float(cem.conv_c5.weight.grad.abs().sum()) > 0.0
+    assert float(cem.conv_glb.weight.grad.abs().sum()) > 0.0
+
+
+def test_default_context_start_is_kaiming_on_every_branch() -> None:
+    torch.manual_seed(0)
+    cem = CEM(8, 48, out_channels=10, context_init="default")
+    # kaiming_uniform with a = 1: bound sqrt(6 / ((1 + a^2) fan_in)) = sqrt(3 / 48) = 0.25
+    for conv in (cem.conv_c5, cem.conv_glb):
+        top = float(conv.weight.detach().abs().max())
+        assert 0.9 * 0.25 < top <= 0.25
+    with pytest.raises(ValueError, match="context_init"):
+        CEM(8, 16, context_init="ones")
+
+
+def test_no_cem_projection_starts_like_the_cem_c4_branch() -> None:
+    from detkit.models.detectors.thundernet import C4Projection
+
+    torch.manual_seed(0)
+    proj = C4Projection(48, 10)
+    # CEM's C4 start: kaiming_uniform(a=1), bound sqrt(3 / 48) = 0.25, zero bias; PyTorch's
+    # default Conv2d start has bound 1 / sqrt(48) = 0.144 and a random bias
+    top = float(proj.conv.weight.detach().abs().max())
+    assert 0.9 * 0.25 < top <= 0.25
+    assert float(proj.conv.bias.detach().abs().sum()) == 0.0
+    torch.manual_seed(1)
+    cem = CEM(48, 16, out_channels=10)
+    torch.manual_seed(1)
+    proj = C4Projection(48, 10)
+    x = torch.randn(1, 48, 5, 5)
+    # same seed, same start: with zero context the two necks give the same map at step 0
+    torch.testing.assert_close(proj({"c4": x})["p4"],
+                               cem({"c4": x, "c5": torch.randn(1, 16, 3, 3)})["p4"])

@@ -1,0 +1,158 @@
+"""Benchmark suite: row table and configs, budget rules, fold overrides, resumability, claims."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from detkit.config import config_diff, load_config
+from detkit.engine.build import check_model_keys
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def _module(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rows = _module("suite_rows")
+suite = _module("suite")
+kfold = _module("kfold")
+
+# What each ablation changes against the full model (config_diff keys), one thing each.
+ONE_CHANGE = {
+    "tn_loss_smooth_l1": ["model"], "tn_loss_iou": ["model"], "tn_loss_giou": ["model"],
+    "tn_loss_diou": ["model"], "tn_no_cem": ["model"], "tn_no_sam": ["model"],
+    "tn_small_objects": ["data.copy_paste.enabled", "data.oversample.enabled"],
+    "tn_label_smoothing": ["train.label_smoothing"], "tn_mixup": ["data.mixup.enabled"],
+    "tn_step": ["schedule.decay"], "tn_no_warmup": ["schedule.warmup"],
+    "tn_small_anchors": ["model"],
+}
+
+# Rows that change only the training recipe (same network, same cost per iteration).
+EQUAL_STEPS = {"tn_loss_smooth_l1", "tn_loss_iou", "tn_loss_giou", "tn_loss_diou",
+               "tn_small_objects", "tn_label_smoothing", "tn_mixup", "tn_step", "tn_no_warmup"}
+
+
+def test_every_row_config_loads_and_changes_one_thing() -> None:
+    assert rows.ROWS[0].name == rows.FULL  # the queue starts with the full model
+    full = load_config(REPO / rows.find_row(rows.FULL).config)
+    for row in rows.ROWS:
+        cfg = load_config(REPO / row.config)
+        check_model_keys(cfg["model"])
+        for key in ("data.batch_size", "data.img_size", "data.transforms", "optim.base_lr",
+                    "schedule.warmup_fraction"):
+            section, name = key.split(".")
+            assert cfg[section][name] == full[section][name], (row.name, key)
+        if row.name in ONE_CHANGE:
+            assert config_diff(full, cfg) == ONE_CHANGE[row.name], row.name
+        # recipe rows train the full model's iterations; the others their own minutes
+        assert (row.steps_of == rows.FULL) == (row.name in EQUAL_STEPS), row.name
+    with pytest.raises(ValueError, match="rows: thundernet_full"):
+        rows.find_row("thundernet")
+
+
+def _ctx(tmp_path: Path, minutes: float = 2.0):  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    data.mkdir()
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(1, 49)]
+    cats = [{"id": 1, "name": "cell"}]
+    (data / "train.json").write_text(json.dumps({"images": images, "annotations": [],
+                                                 "categories": cats}))
+    return suite.make_context(str(data), None, "toy", 3, minutes, out_root=tmp_path / "results",
+                              work_root=tmp_path / "work")
+
+
+def test_budget_from_the_calibration_and_equal_steps(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ctx.out.mkdir(parents=True)
+    (ctx.out / "calibration.json").write_text(json.dumps(
+        {rows.FULL: {"s_per_iter": 0.4}, "fasterrcnn_mbv3": {"s_per_iter": 4.8}}))
+    # 2 minutes = 120 s: 120 / 0.4 = 300 iterations; 120 / 4.8 = 25
+    assert suite.max_iters(ctx, rows.find_row(rows.FULL)) == 300
+    assert suite.max_iters(ctx, rows.find_row("fasterrcnn_mbv3")) == 25
+    # a recipe row takes the full model's iterations
+    assert suite.max_iters(ctx, rows.find_row("tn_label_smoothing")) == 300
+
+
+def test_fold_overrides(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    full, step = rows.find_row(rows.FULL), rows.find_row("tn_step")
+    f0 = suite.train_overrides(ctx, full, 1, 0, 300)
+    train0, test0 = ctx.folds.files[0]
+    assert f"data.train.ann_file={train0}" in f0 and "seed=1" in f0
+    # fold 0 draws a held-out curve: 32 train images = 4 iterations per epoch, 300
+    # iterations = 75 epochs, evaluated every 75 // 4 = 18 epochs
+    assert f"data.val.ann_file={test0}" in f0 and "eval.interval=18" in f0
+    f1 = suite.train_overrides(ctx, full, 1, 1, 300)
+    assert "data.val.ann_file=null" in f1 and "eval.interval=0" in f1
+    # step decay at 2/3 and 5/6 of the run's 75 epochs: 50 and 62
+    assert "schedule.milestones=[50,62]" in suite.train_overrides(ctx, step, 0, 1, 300)
+    assert suite.test_overrides(ctx, 2, "soft_nms")[-1] == "test.nms=soft_nms"
+
+
+def test_finished_folds_are_skipped(tmp_path: Path, monkeypatch) -> None:
+    ctx = _ctx(tmp_path)
+    path = ctx.result(rows.FULL, 0, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    monkeypatch.setattr(suite, "train_fold", lambda *a: pytest.fail("must not train"))
+    assert suite.run_fold(ctx, rows.FULL, 0, 1) == path
+    assert suite.fold_status(ctx, rows.FULL, 0) == "1/3"
+
+
+def test_seconds_per_iteration_from_a_log(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    times = [0.0, 2.0, 2.5, 3.0, 3.5, 4.0, 4.6, 5.0, 5.5]  # steps 2, .5, .5, .5, .5, .6, .4, .5
+    log.write_text("".join(json.dumps({"kind": "train", "iter": i + 1, "train_seconds": t}) + "\n"
+                           for i, t in enumerate(times)))
+    # skipping the first 5 steps leaves .6, .4, .5: median .5
+    assert suite.seconds_per_iteration(log) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="too few"):
+        suite.seconds_per_iteration(log, skip=20)
+
+
+def _write_fold(ctx, row: str, seed: int, fold: int, dets: list) -> None:  # type: ignore[no-untyped-def]
+    ctx.result(row, seed, fold).parent.mkdir(parents=True, exist_ok=True)
+    ctx.result(row, seed, fold).write_text(json.dumps(
+        {"row": row, "seed": seed, "fold": fold, "max_iters": 300, "latency_ms": 10.0}))
+    suite._write_dets(ctx.dets(row, seed, fold), dets)
+
+
+def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
+    render = _module("render_suite")
+    data = tmp_path / "data"
+    data.mkdir()
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(1, 13)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
+             "iscrowd": 0} for i in range(1, 13)]
+    (data / "train.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                 "categories": [{"id": 1, "name": "cell"}]}))
+    ctx = suite.make_context(str(data), None, "toy", 3, 2.0, out_root=tmp_path / "results",
+                             work_root=tmp_path / "work")
+    for fold, (_, test_file) in enumerate(ctx.folds.files):
+        ids = [im["id"] for im in json.loads(test_file.read_text())["images"]]
+        # the full model finds every box; the no-CEM row finds none (a far box instead)
+        _write_fold(ctx, rows.FULL, 0, fold, [{"image_id": i, "category_id": 1,
+                                               "bbox": [4, 4, 20, 20], "score": 0.9} for i in ids])
+        _write_fold(ctx, "tn_no_cem", 0, fold, [{"image_id": i, "category_id": 1,
+                                                 "bbox": [40, 40, 20, 20], "score": 0.9}
+                                                for i in ids])
+    _write_fold(ctx, "tn_no_sam", 0, 0, [])  # one fold only: not complete, not judged
+    out = render.render(ctx, tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img")
+    text = out.read_text()
+    # pooled over the 3 folds: AP 1.0 against 0.0 on all 12 images, on every resample
+    assert "| CEM | `thundernet_full` | `tn_no_cem` | AP | 1.000 | 0.000 | +1.000 | " \
+           "[+1.000, +1.000] | **holds** |" in text
+    assert "| SAM | `thundernet_full` | `tn_no_sam` | AP |  |  | not run yet |" in text
+    assert "all 12 images of `toy`" in text
+    assert (tmp_path / "docs" / "img" / "toy_claims.png").is_file()
