@@ -74,10 +74,13 @@ def main_section(runs: Mapping[str, Sequence[Pooled]], ctx: suite.Context,
     header = ["row", *METRICS, *[f"{c} AP" for c in classes], "iterations", "s/iter",
               "latency ms", "seeds"]
     rows = []
+    lat_path = ctx.out / "latency.json"
+    measured = json.loads(lat_path.read_text())["latency_ms"] if lat_path.is_file() else {}
     for n in names:
         if n not in runs:
             continue
-        lat = [r.folds[0].get("latency_ms") for r in runs[n] if r.folds[0].get("latency_ms")]
+        lat = ([measured[n]] if n in measured else
+               [r.folds[0].get("latency_ms") for r in runs[n] if r.folds[0].get("latency_ms")])
         rows.append([f"`{n}`", *[seeds_cell(runs[n], m) for m in METRICS],
                      *[seeds_cell(runs[n], c) for c in classes], str(_iters(runs[n])),
                      fmt(calib.get(n, {}).get("s_per_iter")),
@@ -88,10 +91,14 @@ def main_section(runs: Mapping[str, Sequence[Pooled]], ctx: suite.Context,
     lines += table(header, rows) if rows else ["No main row has a complete seed yet."]
     lines += [""] + ([f"Not run yet: {', '.join(f'`{n}`' for n in missing)}.", ""]
                      if missing else [])
+    when = (f"measured back to back by `python benchmarks/suite.py latency` (3 rounds in "
+            f"turn, load average {json.loads(lat_path.read_text())['load_avg']:.1f})"
+            if measured else "measured after each row's training, at different times")
     lines += ["Latency: batch 1, 320 letterbox, 2 threads, median of 20 passes of the fold-0 "
-              "model on the data set's first image, post-processing included (the trained "
-              "model's own candidates reach its NMS); measured while the suite ran, so on a "
-              "busy machine it reads high for every row alike.", "", "Reproduce:", ""]
+              "model (seed 0) on the data set's first image, post-processing included (the "
+              f"trained model's own candidates reach its NMS); {when}. s/iter: the row's "
+              "idle-machine seconds per training iteration (`calibration.json`).", "",
+              "Reproduce:", ""]
     return lines + command(names, ctx)
 
 
@@ -104,7 +111,7 @@ def claims_section(runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, Any]
         a, b = runs.get(claim.with_row, []), runs.get(claim.without_row, [])
         if result is None:
             rows.append([claim.name, f"`{claim.with_row}`", f"`{claim.without_row}`",
-                         claim.metric, "", "", "not run yet", "", "", claim.paper])
+                         claim.metric, "", "", "not run yet", "", "", "", claim.paper])
             continue
         halves.append((result.high - result.low) / 2)
         shown.append((claim.name, result.delta, result.low, result.high))

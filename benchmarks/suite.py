@@ -5,6 +5,7 @@ Usage::
     python benchmarks/suite.py list                       # rows, and the folds already run
     python benchmarks/suite.py run ROW [ROW ...] --seeds 0,1,2
     python benchmarks/suite.py run ROW --data DIR [--img-dir IMGS] [--name NAME]
+    python benchmarks/suite.py latency ROW [ROW ...]     # finished rows, back to back
 
 ``--data DIR`` holds the COCO split files (``train.json``, ``val.json``, ``test.json``; any
 of them) and ``--img-dir`` the folder their ``file_name`` paths are relative to (default DIR).
@@ -307,6 +308,32 @@ def run_fold(ctx: Context, name: str, seed: int, fold: int) -> Path:
     return path
 
 
+def remeasure_latency(ctx: Context, names: Sequence[str], seed: int = 0, rounds: int = 3
+                      ) -> dict[str, Any]:
+    """Latency of the rows' fold-0 models of ``seed`` measured back to back, ``rounds`` times
+    in turn (the median per row), so a busy machine slows every row alike; written to
+    ``latency.json`` in the results folder, which the renderer prefers."""
+    from detkit.config import load_config
+
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(rounds):
+        for name in names:
+            row = find_row(name)
+            ckpt = ctx.work_dir(name, seed, 0) / "last.pth"
+            if not ckpt.is_file():
+                raise FileNotFoundError(f"{ckpt} missing: run `python benchmarks/suite.py run "
+                                        f"{name} --seeds {seed}` first")
+            cfg = load_config(row.config, [f"seed={seed}"])
+            times[name].append(inference_latency(cfg, ckpt, ctx.folds.all_file,
+                                                 ctx.dataset.img_dir))
+    table = {"seed": seed, "rounds": rounds, "load_avg": os.getloadavg()[0],
+             "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "latency_ms": {n: statistics.median(v) for n, v in times.items()}}
+    path = ctx.out / "latency.json"
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return table
+
+
 def fold_status(ctx: Context, name: str, seed: int) -> str:
     """"3/3" style count of the finished folds of (row, seed)."""
     done = sum(ctx.result(name, seed, f).is_file() for f in range(ctx.folds.k))
@@ -318,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     from suite_rows import ROWS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "list"))
+    parser.add_argument("command", choices=("run", "list", "latency"),
+                        help="run rows, list them, or measure the latency of finished rows "
+                             "back to back")
     parser.add_argument("rows", nargs="*", help="row names (see `list`); run: at least one")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (0,1,2)")
     parser.add_argument("--data", default=None, help="folder of train/val/test.json (BCCD)")
@@ -338,7 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row.name:<20} {row.group:<13} {done:<22} {row.title}")
             return 0
         if not args.rows:
-            parser.error("run needs at least one row")
+            parser.error(f"{args.command} needs at least one row")
+        if args.command == "latency":
+            table = remeasure_latency(ctx, args.rows, seeds[0])
+            for name, ms in table["latency_ms"].items():
+                print(f"{name}: {ms:.1f} ms (load average {table['load_avg']:.2f})")
+            return 0
         for name in args.rows:
             find_row(name)
         for name in args.rows:
