@@ -121,9 +121,20 @@ def _iou_terms(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, ...]:
     return iou, union, cw * ch, dist, w1, h1, w2, h2
 
 
+def _guard_height(h: Tensor, eps: float) -> Tensor:
+    """``h + eps``, held at ``eps`` where it lies within ``eps`` of zero (no 0 divisor)."""
+    shifted = h + eps
+    return torch.where(shifted.abs() < eps, torch.full_like(shifted, eps), shifted)
+
+
 def aspect_term(w1: Tensor, h1: Tensor, w2: Tensor, h2: Tensor, eps: float) -> Tensor:
-    """CIoU's v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 (eps guards h = 0)."""
-    diff = torch.atan(w2 / (h2 + eps)) - torch.atan(w1 / (h1 + eps))
+    """CIoU's v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 (eps guards h = 0).
+
+    Each height is shifted by ``eps``; a shifted height within ``eps`` of zero
+    (a degenerate box with h near -eps) is held at ``eps``, so the value and
+    the gradient stay finite for every finite box.
+    """
+    diff = torch.atan(w2 / _guard_height(h2, eps)) - torch.atan(w1 / _guard_height(h1, eps))
     return (4 / math.pi**2) * diff**2
 
 
