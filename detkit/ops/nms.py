@@ -209,26 +209,12 @@ def _greedy(
     boxes, scores, idxs, rows = sanitize_nms_input(boxes, scores, idxs)
     if boxes.shape[0] == 0:
         return _empty(boxes)
-    return _to_input_index(
-        _greedy_finite(boxes, scores, idxs, threshold, use_diou, beta, force_matrix), rows
-    )
-
-
-def _greedy_finite(
-    boxes: Tensor,
-    scores: Tensor,
-    idxs: Tensor | None,
-    threshold: float,
-    use_diou: bool,
-    beta: float,
-    force_matrix: bool,
-) -> Tensor:
     if force_matrix or boxes.is_cuda or not HAVE_NUMBA or threshold < 0:
         order = _rank(scores)
         ranked = boxes.detach()[order]
         classes = idxs[order] if idxs is not None else torch.zeros_like(order)
         keep = _cluster_keep(ranked, classes, threshold, use_diou, beta)
-        return order[keep]
+        return _to_input_index(order[keep], rows)
     # CPU: gather in numpy (small torch gathers pay thread-pool start-up costs)
     s = scores.detach().cpu().numpy()
     order_np = np.argsort(-s, kind="stable")
@@ -238,7 +224,7 @@ def _greedy_finite(
     else:
         classes_np = idxs.detach().cpu().numpy().astype(np.int64)[order_np]
     keep = greedy_sparse(b, classes_np, float(threshold), use_diou, float(beta))
-    return torch.from_numpy(order_np[keep]).to(boxes.device)
+    return _to_input_index(torch.from_numpy(order_np[keep]).to(boxes.device), rows)
 
 
 def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, beta: float = 1.0) -> Tensor:
