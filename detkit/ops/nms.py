@@ -67,6 +67,7 @@ def _check_inputs(boxes: Tensor, scores: Tensor, idxs: Tensor | None = None) -> 
 
 _FLOAT_KINDS = (torch.float32, torch.float64)
 _FLOAT32_SAFE = 2.0**40  # |coordinate| above this: areas could overflow float32 -> float64
+_OFFSET_EXACT = 2.0**20  # batched_nms offsets classes apart exactly below this range
 _FLOAT64_SAFE = 2.0**500  # above this: scale by a power of two (exact) so areas stay finite
 
 
@@ -144,7 +145,14 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
     _check_threshold(iou_threshold)
     b, s, i, rows = sanitize_nms_input(boxes, scores, idxs)
-    keep = torchvision.ops.batched_nms(b, s.to(b.dtype), i, iou_threshold)
+    s = s.to(b.dtype)
+    if b.numel() == 0 or float(b.abs().max()) <= _OFFSET_EXACT:
+        keep = torchvision.ops.batched_nms(b, s, i, iou_threshold)
+    else:  # torchvision's per-class coordinate offset would round such boxes away
+        parts = [torch.nonzero(i == c).flatten() for c in torch.unique(i)]
+        kept = torch.cat([p[torchvision.ops.nms(b[p], s[p], iou_threshold)] for p in parts])
+        kept = kept.sort().values  # ties in score: lower index first, as torchvision
+        keep = kept[_rank(s[kept])]
     return _to_input_index(keep, rows)
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torchvision
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from detkit.ops import IoULoss, box_loss_fn, ciou_loss, diou_loss, giou_loss, iou_loss
@@ -201,6 +201,8 @@ def any_finite_box(draw):
 @pytest.mark.faults
 @settings(max_examples=120, deadline=None)
 @given(b1=any_finite_box(), b2=box())
+@example(b1=[0.0, 0.0, -5e-08, 2.0], b2=[0.0, 0.0, 0.0, 0.0])  # union + eps was exactly 0
+@example(b1=[0.0, 0.0, 2.0, -1e-07], b2=[0.0, 0.0, 2.0, 1.0])  # h + eps was exactly 0
 def test_inverted_and_minus_eps_boxes_give_finite_loss_and_grad(b1, b2):
     """Predictions may leave the valid box set during training; every loss and its
     gradient stay finite there (issue 13: ciou_loss gave NaN gradients at h = -eps)."""
