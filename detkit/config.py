@@ -60,6 +60,8 @@ SCHEMA: dict[str, Any] = {
             "image_size": _f("int", 128),
         },
         "img_size": _f("int", 512),
+        # decode every image fully while validating (slower; finds corrupt bodies)
+        "full_decode": _f("bool", False),
         "batch_size": _f("int", 8),
         "num_workers": _f("int", 2),
         "transforms": _f("list[dict]", []),

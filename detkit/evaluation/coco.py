@@ -268,6 +268,14 @@ def _check_max_dets(max_dets: Sequence[int]) -> list[int]:
     return values
 
 
+def check_eval_options(max_dets: Sequence[int],
+                       extra_area_ranges: Mapping[str, tuple[float, float]] | None) -> None:
+    """Raise the ValueError :func:`evaluate_detections` would raise for these options, so a
+    tool can check them before inference instead of after it."""
+    _check_max_dets(max_dets)
+    _area_ranges(extra_area_ranges)
+
+
 def _class_names(gt: COCO, cat_ids: Sequence[int]) -> list[str]:
     names = [str(gt.cats[c].get("name", c)) for c in cat_ids]
     duplicated = {n for n in names if names.count(n) > 1}
