@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     except WorkDirInUseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    info = du.init_distributed(cfg["device"])
+    try:
+        info = du.init_distributed(cfg["device"])
+    except RuntimeError as err:  # device=cuda without CUDA
+        print(f"config error: {err}; use device=cpu or device=auto", file=sys.stderr)
+        return 2
     seed_everything(cfg["seed"] + info.rank, cfg["deterministic"])
     try:
         if info.is_main:
