@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ["UnreadableImageWarning", "check_image_file", "read_image_rgb"]
+__all__ = ["UnreadableImageWarning", "check_image_file", "read_image_rgb", "read_images"]
 
 
 class UnreadableImageWarning(UserWarning):
@@ -105,3 +105,22 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     if image is None:
         raise OSError(f"{path}: cannot decode image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_images(
+    paths: list[Path],
+) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
+    """Read several files with :func:`read_image_rgb`, skipping (not raising on) bad ones.
+
+    Returns ``(read_paths, images, failures)``: the paths that decoded and their images,
+    in input order, and ``(path, reason)`` for every file that is missing or undecodable.
+    """
+    read_paths, images, failures = [], [], []
+    for path in paths:
+        try:
+            images.append(read_image_rgb(path))
+        except OSError as err:  # FileNotFoundError included
+            failures.append((Path(path), str(err)))
+            continue
+        read_paths.append(Path(path))
+    return read_paths, images, failures
