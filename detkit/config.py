@@ -60,6 +60,8 @@ SCHEMA: dict[str, Any] = {
             "image_size": _f("int", 128),
         },
         "img_size": _f("int", 512),
+        # decode every image fully while validating (slower; finds corrupt bodies)
+        "full_decode": _f("bool", False),
         "batch_size": _f("int", 8),
         "num_workers": _f("int", 2),
         "transforms": _f("list[dict]", []),
@@ -350,14 +352,19 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
     """Load a YAML config, fill defaults, apply ``key=value`` overrides and validate.
 
     Returns a plain nested dict (YAML/JSON-serialisable) with every schema key present.
-    Raises ConfigError for an unknown key, a wrong type, a missing base file or a base
-    chain deeper than one level.
+    Raises ConfigError for an unknown key, a wrong type, a value out of its range
+    (:mod:`detkit.config_ranges`), a missing base file or a base chain deeper than one level.
     """
     loaded = _load_file(Path(path).resolve())
     cfg = merge(defaults(), loaded)
     cfg = apply_overrides(cfg, overrides)
     if not isinstance(cfg["model"].get("type"), str):
         raise ConfigError("config key 'model.type' is required (e.g. dense_detector)")
+    from detkit.config_ranges import check_ranges
+
+    problems = check_ranges(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return cfg
 
 

@@ -133,3 +133,26 @@ def test_config_diff_names_changed_keys() -> None:
     b = apply_overrides(a, ["optim.base_lr=0.5", "train.ema.decay=0.9", "model.neck=ssh"])
     assert config_diff(a, b) == ["model", "optim.base_lr", "train.ema.decay"]
     assert config_diff(a, a) == []
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("override, message", [
+    ("schedule.warmup_factor=-0.1", "'schedule.warmup_factor' must be in (0, 1], got -0.1"),
+    ("schedule.gamma=-0.5", "'schedule.gamma' must be in (0, 1], got -0.5"),
+    ("optim.weight_decay=-1e-4", "'optim.weight_decay' must be in [0, inf), got -0.0001"),
+    ("train.log_interval=0", "'train.log_interval' must be in [1, inf), got 0"),
+    ("train.checkpoint_interval=-1", "'train.checkpoint_interval' must be in [0, inf), got -1"),
+    ("data.img_size=0", "'data.img_size' must be in [32, 8192], got 0"),
+    ("data.img_size=7", "'data.img_size' must be in [32, 8192], got 7"),
+    ("seed=-1", "'seed' must be in [0, 4294967295], got -1"),
+    ("optim.betas=[0.9,1.0]", "'optim.betas' must be in [0, 1), got 1.0"),
+    ("optim.base_lr=nan", "'optim.base_lr' must be in (0, inf), got nan"),
+])
+def test_out_of_range_values_rejected(tmp_path: Path, override: str, message: str) -> None:
+    """Issue 13: e.g. a negative gamma gave a negative LR (loss 1.73 -> 3.6), log_interval=0
+    a ZeroDivisionError after step 1."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {type: dense_detector}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    assert message in str(err.value)

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     work = Path(args.work_dir)
-    train_args = [args.config, "--work-dir", str(work), *args.overrides]
+    # the demo's folder is its own: each demo run replaces the previous one
+    train_args = [args.config, "--work-dir", str(work), "--overwrite", *args.overrides]
     if args.no_progress:
         train_args.append("--no-progress")
     code = _tool("train").main(train_args)

@@ -4,7 +4,8 @@ For every image (one file, or the image files of a folder, not recursive) writes
 image with its detections drawn (class name and score; same format as the input for PNG/JPEG,
 PNG otherwise) and ``<name>.json`` with the boxes in original image pixels (x1, y1, x2, y2),
 scores, labels (1..K) and class names. EMA weights are used when the checkpoint has them; the
-config's ``test`` section sets the input size, image pyramid and NMS.
+config's ``test`` section sets the input size, image pyramid and NMS. An unreadable file is
+skipped and named; the rest of the folder is still processed, and the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_cli_config(args.config, args.overrides)
     if cfg is None:
         return 2
-    from detkit.data.image_io import read_image_rgb
+    from detkit.data.image_io import read_images
     from detkit.engine.inference import (
         Predictor,
         class_names_from_config,
@@ -127,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.from_options(loaded, options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    total = 0
+    total, skipped = 0, []
     for start in range(0, len(files), max(1, args.batch_size)):
-        chunk = files[start:start + max(1, args.batch_size)]
-        images = [read_image_rgb(p) for p in chunk]
+        chunk, images, failed = read_images(files[start:start + max(1, args.batch_size)])
+        for path, reason in failed:  # one bad file does not end the folder
+            print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+            skipped.append(path)
+        if not images:
+            continue
         for path, image, det in zip(chunk, images, predictor.predict(images), strict=True):
             keep = det["scores"] >= args.score_threshold
             det = {k: v[keep] for k, v in det.items()}
@@ -140,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             write_image(drawn, out / f"{path.stem}{suffix}")
             record = detections_json(path, image.shape[:2], det, names)
             (out / f"{path.stem}.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{len(files)} images, {total} detections with score >= {args.score_threshold} "
-          f"({loaded.weights} weights); drawn images and JSON files in {out}")
+    print(f"{len(files) - len(skipped)} images, {total} detections with score >= "
+          f"{args.score_threshold} ({loaded.weights} weights); drawn images and JSON files "
+          f"in {out}")
+    if skipped:
+        print(f"{len(skipped)} unreadable file(s) skipped: "
+              f"{', '.join(p.name for p in skipped[:10])}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"test_{split}"
-    dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw)
+    dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw,
+                            full_decode=cfg["data"]["full_decode"])
     try:
         loaded = load_detector(cfg, args.checkpoint, dataset.num_classes,
                                resolve_device(cfg["device"]), options, prefer_ema=not args.no_ema)
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     print(f"{len(results)} detections in {seconds:.1f} s "
           f"({len(dataset) / max(seconds, 1e-9):.1f} images/s)", flush=True)
+    detections = save_results_json(results, out / "detections.json")  # kept if eval fails
     result = evaluate_detections(dataset.coco.dataset, results, max_dets=options.max_dets,
                                  extra_area_ranges=options.extra_area_ranges or None)
     print(result.summary_table(), flush=True)
@@ -119,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                  device=next(model.parameters()).device)
         print(format_recall(recall), flush=True)
         write_recall(out / "proposal_recall.json", recall)
-    paths = {"metrics": result.to_json(out / "metrics.json"),
-             "detections": save_results_json(results, out / "detections.json"),
+    paths = {"metrics": result.to_json(out / "metrics.json"), "detections": detections,
              **save_evaluation_plots(result, out)}
     for name, path in paths.items():
         print(f"{name}: {path}")

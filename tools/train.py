@@ -1,5 +1,8 @@
 """Train a detector: ``tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [key=value ...]``.
 
+A work dir that holds a run (checkpoints, a log) is never overwritten unasked: continue it
+with ``--resume``, pick another ``--work-dir``, or replace it with ``--overwrite``.
+
 Multi-process: ``torchrun --nproc_per_node N tools/train.py CONFIG ...`` (gloo on CPU, NCCL on
 GPU). Overrides are dotted config keys, e.g. ``optim.base_lr=0.02 data.batch_size=4``; unknown
 keys and wrong types are rejected before any work starts.
@@ -33,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output folder (default: work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                         help="resume from CKPT, or from <work_dir>/last.pth when CKPT is omitted")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in the work dir (its checkpoints and "
+                             "log are deleted first)")
     parser.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted config overrides, e.g. optim.base_lr=0.02")
@@ -72,16 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     from detkit.engine.trainer import NonFiniteLossError
+    from detkit.engine.workdir import WorkDirInUseError, check_work_dir, prepare_work_dir
 
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
-    info = du.init_distributed(cfg["device"])
+    try:
+        check_work_dir(work_dir, bool(args.resume), args.overwrite)
+    except WorkDirInUseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        info = du.init_distributed(cfg["device"])
+    except RuntimeError as err:  # device=cuda without CUDA
+        print(f"config error: {err}; use device=cpu or device=auto", file=sys.stderr)
+        return 2
     seed_everything(cfg["seed"] + info.rank, cfg["deterministic"])
     try:
         if info.is_main:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, work_dir / "config.yaml")
-            print(f"work dir: {work_dir}  (resolved config: {work_dir / 'config.yaml'}); "
-                  f"world size {info.world_size} on {info.device}", flush=True)
+            for notice in prepare_work_dir(work_dir, bool(args.resume), args.overwrite):
+                print(notice, flush=True)
         try:
             trainer = build_trainer(cfg, work_dir, info, use_tqdm=not args.no_progress)
             if args.resume:
@@ -90,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as err:
             print(f"error while building the run: {err}", file=sys.stderr)
             return 2
+        if info.is_main:  # written once the run is known to start: the config it runs with
+            dump_config(cfg, work_dir / "config.yaml")
+            print(f"work dir: {work_dir}  (resolved config: {work_dir / 'config.yaml'}); "
+                  f"world size {info.world_size} on {info.device}", flush=True)
         state = trainer.train()
         if info.is_main:
             best = f"best AP {state.best_ap:.4f}" if state.best_ap >= 0 else "no evaluation"

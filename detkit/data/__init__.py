@@ -15,6 +15,7 @@ _EXPORTS = {
     "collate_detection": "detkit.data.collate",
     "check_image_file": "detkit.data.image_io",
     "read_image_rgb": "detkit.data.image_io",
+    "UnreadableImageWarning": "detkit.data.image_io",
     "AnnotationFormatError": "detkit.data.validation",
     "ValidationReport": "detkit.data.validation",
     "load_coco_json": "detkit.data.validation",

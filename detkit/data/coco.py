@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from detkit.data.image_io import read_image_rgb
+from detkit.data.image_io import UnreadableImageWarning, read_image_rgb
 from detkit.data.validation import ValidationReport, validate_coco
 from detkit.data.validation import logger as validation_logger
 
@@ -88,7 +89,13 @@ class CocoDetection(Dataset):
             return the contract's tensors (use :func:`to_tensor_target` as its last step).
             ``None``: the sample is only converted by :func:`to_tensor_target`.
         keep_empty: keep images without annotations as negatives.
-        full_decode: decode every image during validation (slower, stricter).
+        full_decode: decode every image during validation (slower, stricter; it finds
+            files with an intact end but a corrupt body, which the fast check cannot).
+        skip_unreadable: for training: an image that cannot be decoded when read is
+            replaced by the next readable one, with an :class:`UnreadableImageWarning`
+            naming the file and the count so far (``self.unreadable``), instead of
+            ending the run mid-epoch. Off (raise ``OSError``) for evaluation, where a
+            substitute would be scored as the wrong image.
         require_annotations: fail when no annotation is usable (set ``False`` for
             image-only test sets).
         log: logger for the validation summary (``None``: silent; the counts stay in
@@ -108,8 +115,11 @@ class CocoDetection(Dataset):
         full_decode: bool = False,
         require_annotations: bool = True,
         log: logging.Logger | None = validation_logger,
+        skip_unreadable: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
+        self.skip_unreadable = skip_unreadable
+        self.unreadable: dict[str, str] = {}
         self.img_dir = Path(img_dir) if img_dir is not None else self.ann_file.parent
         self.transforms = transforms
         self.report: ValidationReport
@@ -162,9 +172,31 @@ class CocoDetection(Dataset):
     def load_raw(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         """Item ``index`` before transforms: uint8 ``[H, W, 3]`` RGB numpy image and
         numpy target (boxes float32 xyxy ``[N, 4]``, labels int64 ``1..K``, ...)."""
-        info = self.image_info(index)
-        image = read_image_rgb(self.img_dir / info["file_name"])
-        return image, self.raw_target(index)
+        for step in range(len(self) if self.skip_unreadable else 1):
+            item = (index + step) % len(self)
+            path = self.img_dir / self.image_info(item)["file_name"]
+            try:
+                image = read_image_rgb(path)
+            except OSError as err:
+                if not self.skip_unreadable:
+                    raise
+                self._note_unreadable(path, err)
+                continue
+            return image, self.raw_target(item)
+        raise OSError(f"{self.ann_file}: none of its {len(self)} images can be decoded")
+
+    def _note_unreadable(self, path: Path, err: OSError) -> None:
+        """Count an unreadable image and warn once per file, naming it."""
+        if str(path) in self.unreadable:
+            return
+        self.unreadable[str(path)] = str(err)
+        warnings.warn(
+            f"{path}: cannot decode image; skipped, the next image is used in its place "
+            f"({len(self.unreadable)} unreadable image(s) so far). Validate with "
+            f"data.full_decode=true to find such files before training",
+            UnreadableImageWarning,
+            stacklevel=2,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Random state of the transforms, when they keep one (exact resume, no workers)."""

@@ -1,5 +1,8 @@
 """Image file reading and a fast integrity check for detection datasets.
 
+One decoder: training reads with :func:`read_image_rgb` (OpenCV), and validation
+(:func:`check_image_file`) decodes with that same function wherever it decodes.
+
 Images are read as ``uint8`` arrays of shape ``[H, W, 3]`` in RGB order. EXIF
 orientation is ignored everywhere (reading and checking), so the pixel grid is the
 one stored in the file, the grid COCO / VOC annotations are drawn on.
@@ -13,7 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ["check_image_file", "read_image_rgb"]
+__all__ = ["UnreadableImageWarning", "check_image_file", "read_image_rgb", "read_images"]
+
+
+class UnreadableImageWarning(UserWarning):
+    """A training image could not be decoded when read and was skipped (file named)."""
 
 # A JPEG ends with the EOI marker FF D9. Some writers append padding or a trailer after
 # it, so the marker is searched for in the last TAIL_BYTES bytes. Inside JPEG scan data
@@ -32,17 +39,20 @@ def _read_tail(path: Path, size: int, n: int) -> bytes:
 def check_image_file(
     path: str | Path, full_decode: bool = False
 ) -> tuple[str | None, tuple[int, int] | None]:
-    """Check that an image file exists and is complete; return ``(problem, (h, w))``.
+    """Check that an image file exists, is complete and that training can read it.
 
-    ``problem`` is ``None`` for a good file, ``"missing"`` when there is no such file,
-    or a short reason (``"truncated"``, ``"empty file"``, the decoder's message) for an
-    unreadable one. The fast path parses the header with PIL (which yields the size
-    without decoding pixels) and checks the end of the file: the JPEG end-of-image
-    marker (searched in the last 4 KiB, so a trailer longer than that after the marker
-    reads as truncation), or the PNG ``IEND`` chunk. Other formats, and every file when
-    ``full_decode`` is true, are decoded fully; a full decode that succeeds (with PIL's
-    ``LOAD_TRUNCATED_IMAGES`` off) is trusted over the end-marker check. The fast path
-    takes well under a millisecond per image.
+    Returns ``(problem, (h, w))``: ``problem`` is ``None`` for a good file, ``"missing"``
+    when there is no such file, or a short reason (``"truncated"``, ``"empty file"``, the
+    decoder's message) for an unreadable one. The fast path parses the header with PIL
+    (which yields the size without decoding pixels) and checks the end of the file: the
+    JPEG end-of-image marker (searched in the last 4 KiB, so a trailer longer than that
+    after the marker reads as truncation), or the PNG ``IEND`` chunk; it takes well under
+    a millisecond per image. Other formats (TIFF, ICO, TGA ...), and every file when
+    ``full_decode`` is true, are decoded with :func:`read_image_rgb`, the decoder training
+    uses (OpenCV), and must come out at the header's size; with ``full_decode`` PIL also
+    decodes every pixel strictly (``LOAD_TRUNCATED_IMAGES`` off), which is then trusted
+    over the end-marker check. Only a full decode finds a PNG or JPEG whose end is intact
+    but whose body is corrupt.
     """
     path = Path(path)
     if not path.is_file():
@@ -54,14 +64,24 @@ def check_image_file(
         with Image.open(path) as im:
             width, height = im.size
             fmt = im.format
-            if full_decode or fmt not in ("JPEG", "PNG"):
+            if full_decode:
                 im.load()
     except (OSError, ValueError, SyntaxError) as err:
         return f"cannot decode ({err})", None
     if width <= 0 or height <= 0:
         return "zero size in header", None
+    if full_decode or fmt not in ("JPEG", "PNG"):
+        try:
+            decoded = read_image_rgb(path)
+        except OSError:
+            return f"cannot decode with OpenCV, the decoder training uses ({fmt} file)", None
+        if decoded.shape[:2] != (height, width):
+            return (f"decoded size {decoded.shape[1]}x{decoded.shape[0]} differs from the "
+                    f"header's {width}x{height}"), None
     if full_decode and not ImageFile.LOAD_TRUNCATED_IMAGES:
         return None, (height, width)  # PIL decoded every pixel and would raise on truncation
+    if fmt not in ("JPEG", "PNG"):
+        return None, (height, width)
     tail = _read_tail(path, size, TAIL_BYTES if fmt == "JPEG" else len(PNG_END))
     if fmt == "JPEG" and b"\xff\xd9" not in tail:
         return "truncated", None
@@ -85,3 +105,22 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     if image is None:
         raise OSError(f"{path}: cannot decode image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_images(
+    paths: list[Path],
+) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
+    """Read several files with :func:`read_image_rgb`, skipping (not raising on) bad ones.
+
+    Returns ``(read_paths, images, failures)``: the paths that decoded and their images,
+    in input order, and ``(path, reason)`` for every file that is missing or undecodable.
+    """
+    read_paths, images, failures = [], [], []
+    for path in paths:
+        try:
+            images.append(read_image_rgb(path))
+        except OSError as err:  # FileNotFoundError included
+            failures.append((Path(path), str(err)))
+            continue
+        read_paths.append(Path(path))
+    return read_paths, images, failures

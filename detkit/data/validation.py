@@ -44,6 +44,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "degenerate_box": (logging.WARNING, "box with zero or negative size; dropped"),
     "outside_box": (logging.WARNING, "box entirely outside the image; dropped"),
     "clipped_box": (logging.WARNING, "box past the image border; clipped"),
+    "bad_area": (logging.WARNING, "negative or non-finite 'area'; bbox w*h used instead"),
     "empty_image": (logging.INFO, "image with no annotations"),
     "crowd_box": (logging.INFO, "crowd box; kept as ignore region, not a target"),
 }
@@ -286,6 +287,11 @@ def _check_annotations(
             report.add("clipped_box", name)
             clean["bbox"], clean["area"] = box, box[2] * box[3]
         clean.setdefault("area", w * h)
+        if not _is_number(clean["area"]) or not 0 <= float(clean["area"]) < math.inf:
+            # COCOeval buckets objects by 'area': a negative one falls outside every range
+            # (even "all") and the object would leave every metric unnoticed
+            report.add("bad_area", name)
+            clean["area"] = clean["bbox"][2] * clean["bbox"][3]
         if clean["iscrowd"]:
             report.add("crowd_box", name)
         kept.append(clean)

@@ -132,12 +132,15 @@ def build_datasets(cfg: Mapping[str, Any]) -> tuple[Any, Any | None]:
                          "(or set data.synthetic.enabled=true)")
     size = cfg["data"]["img_size"]
     train_tf = build_transforms(_transform_list(cfg), size, train=True, seed=cfg["seed"])
-    train = CocoDetection(data["train"]["ann_file"], data["train"]["img_dir"], train_tf)
+    full = cfg["data"]["full_decode"]
+    train = CocoDetection(data["train"]["ann_file"], data["train"]["img_dir"], train_tf,
+                          full_decode=full, skip_unreadable=True)
     train = _wrap_mixing(train, cfg)
     val = None
     if data["val"]["ann_file"]:
         val_tf = build_transforms(None, size, train=False)
-        val = CocoDetection(data["val"]["ann_file"], data["val"]["img_dir"], val_tf)
+        val = CocoDetection(data["val"]["ann_file"], data["val"]["img_dir"], val_tf,
+                            full_decode=full)
     return train, val
 
 

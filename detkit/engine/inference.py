@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detkit.evaluation.coco import check_eval_options
 from detkit.models.postprocess import PostprocessConfig
 from detkit.ops.boxes import clip_boxes_to_image
 from detkit.ops.nms import NMS_KINDS, batched_nms_by_kind
@@ -91,7 +92,8 @@ class TestOptions:
 def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
     """Read ``cfg["test"]`` (missing keys take defaults; ``img_size`` None -> data.img_size).
 
-    Raises ValueError for an unknown NMS kind, non-positive sizes or thresholds outside [0, 1].
+    Raises ValueError for an unknown NMS kind, non-positive sizes, thresholds outside
+    [0, 1], or ``max_dets`` / ``extra_area_ranges`` the evaluation would reject.
     """
     test = dict(cfg.get("test") or {})
     size = test.get("img_size") or cfg.get("data", {}).get("img_size", 512)
@@ -108,8 +110,17 @@ def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
     max_det = test.get("max_detections")
     if max_det is not None and int(max_det) < 1:
         raise ValueError(f"test.max_detections must be >= 1, got {max_det}")
-    areas = {str(k): (float(v[0]), float(v[1]))
-             for k, v in (test.get("extra_area_ranges") or {}).items()}
+    try:
+        areas = {str(k): (float(v[0]), float(v[1]))
+                 for k, v in (test.get("extra_area_ranges") or {}).items()}
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise ValueError(f"test.extra_area_ranges must map names to [min_area, max_area], got "
+                         f"{test.get('extra_area_ranges')!r}") from None
+    max_dets = tuple(test.get("max_dets") or (1, 10, 100))
+    try:  # checked before any inference (issue 13: they failed after it)
+        check_eval_options(max_dets, areas)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"test.max_dets / test.extra_area_ranges: {err}") from None
     return TestOptions(
         ann_file=test.get("ann_file"), img_dir=test.get("img_dir"), img_size=int(size),
         scales=scales, nms=nms,
@@ -117,7 +128,7 @@ def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
         score_threshold=(None if test.get("score_threshold") is None
                          else float(test["score_threshold"])),
         max_detections=None if max_det is None else int(max_det), extra_area_ranges=areas,
-        max_dets=tuple(int(m) for m in (test.get("max_dets") or (1, 10, 100))))
+        max_dets=tuple(int(m) for m in max_dets))
 
 
 def resolve_device(name: str) -> torch.device:

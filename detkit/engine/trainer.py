@@ -40,6 +40,11 @@ from detkit.engine.checkpoint import (
 from detkit.engine.ema import ModelEMA, unwrap
 from detkit.engine.logging import TrainLogger, plot_curves, truncate_jsonl
 from detkit.engine.optim import clip_gradients
+from detkit.engine.resume import (
+    check_optimizer_type,
+    load_model_weights,
+    load_optimizer_keeping_settings,
+)
 from detkit.engine.schedules import IterationScheduler
 
 Evaluator = Callable[[nn.Module], Mapping[str, float]]
@@ -186,8 +191,10 @@ class Trainer:
         """Restore the full training state from a checkpoint written by :meth:`save`."""
         # On CPU: RNG states must stay CPU tensors; load_state_dict moves weights to the device.
         ckpt = load_checkpoint(path, map_location="cpu")
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        # settings come from the config, state from the checkpoint (detkit.engine.resume)
+        check_optimizer_type(ckpt.get("config"), self.config)
+        load_model_weights(unwrap(self.model), ckpt["model"], ckpt.get("config"), self.config)
+        replaced = load_optimizer_keeping_settings(self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -221,8 +228,9 @@ class Trainer:
 
             changed = config_diff(ckpt["config"], self.config)
             if changed:
-                print(f"resume: config differs from the checkpoint's in {', '.join(changed)}",
-                      flush=True)
+                print(f"resume: config differs from the checkpoint's in {', '.join(changed)}; "
+                      f"the config's values apply from here on"
+                      + (f" (optimizer: {'; '.join(replaced)})" if replaced else ""), flush=True)
         if self.is_main:
             dropped = truncate_jsonl(self.work_dir / "log.jsonl", self.state.global_iter)
             print(f"resumed from {path} at iteration {self.state.global_iter} "

@@ -25,6 +25,7 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -98,9 +99,9 @@ def load_coco_gt(coco_gt: COCO | str | os.PathLike | Mapping) -> dict:
 def prepare_ground_truth(dataset: Mapping) -> tuple[COCO, list[str]]:
     """Copy and validate a COCO ground-truth dict; fill missing ``area`` / ``iscrowd``.
 
-    Missing ``area`` becomes w * h of ``bbox``; missing ``iscrowd`` becomes 0; each repair, and
-    zero-width/height boxes (kept: they are real misses), is counted in one
-    ``EvaluationWarning``. The caller's dicts are never modified.
+    Missing ``area`` (or a negative or non-finite one) becomes w * h of ``bbox``; missing
+    ``iscrowd`` becomes 0; each repair, and zero-width/height boxes (kept: they are real
+    misses), is counted in one ``EvaluationWarning``. The caller's dicts are never modified.
 
     Returns:
         (indexed private COCO copy, notes describing the repairs).
@@ -115,7 +116,7 @@ def prepare_ground_truth(dataset: Mapping) -> tuple[COCO, list[str]]:
     ann_ids = [ann.get("id") for ann in dataset.get("annotations", [])]
     if None in ann_ids or len(set(ann_ids)) != len(ann_ids):
         raise ValueError("ground-truth annotations need unique 'id' values (COCO format)")
-    anns, no_area, no_crowd, degenerate, unknown_cat = [], 0, 0, 0, 0
+    anns, no_area, no_crowd, degenerate, unknown_cat, bad_area = [], 0, 0, 0, 0, 0
     for ann in dataset.get("annotations", []):
         bbox = ann.get("bbox")
         if bbox is None or len(bbox) != 4:
@@ -130,6 +131,9 @@ def prepare_ground_truth(dataset: Mapping) -> tuple[COCO, list[str]]:
         if "area" not in copy:
             copy["area"] = float(bbox[2]) * float(bbox[3])
             no_area += 1
+        elif not _valid_area(copy["area"]):
+            copy["area"] = float(bbox[2]) * float(bbox[3])
+            bad_area += 1
         if "iscrowd" not in copy:
             copy["iscrowd"] = 0
             no_crowd += 1
@@ -137,6 +141,10 @@ def prepare_ground_truth(dataset: Mapping) -> tuple[COCO, list[str]]:
     notes = []
     if no_area:
         notes.append(f"{no_area} ground-truth annotations had no 'area'; used bbox w*h")
+    if bad_area:
+        notes.append(f"{bad_area} ground-truth annotations had a negative or non-finite 'area' "
+                     f"(outside every area range, so they would leave every metric); used "
+                     f"bbox w*h")
     if no_crowd:
         notes.append(f"{no_crowd} ground-truth annotations had no 'iscrowd'; used 0")
     if unknown_cat:
@@ -245,6 +253,13 @@ def prepare_detections(
     return _index(dataset), notes
 
 
+def _valid_area(value: Any) -> bool:
+    """A real number in [0, inf): what COCOeval's area buckets can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= float(value) < math.inf
+
+
 def _area_ranges(
     extra: Mapping[str, tuple[float, float]] | None,
 ) -> list[tuple[str, float, float]]:
@@ -266,6 +281,14 @@ def _check_max_dets(max_dets: Sequence[int]) -> list[int]:
     if len(values) != 3:
         raise ValueError(f"max_dets needs 3 limits (AR1/AR10/AR100 style), got {max_dets}")
     return values
+
+
+def check_eval_options(max_dets: Sequence[int],
+                       extra_area_ranges: Mapping[str, tuple[float, float]] | None) -> None:
+    """Raise the ValueError :func:`evaluate_detections` would raise for these options, so a
+    tool can check them before inference instead of after it."""
+    _check_max_dets(max_dets)
+    _area_ranges(extra_area_ranges)
 
 
 def _class_names(gt: COCO, cat_ids: Sequence[int]) -> list[str]:

@@ -5,6 +5,8 @@ The steps, per image (torchvision RetinaNet's order):
 1. per level: drop scores ``<= score_threshold``, keep the ``topk_candidates``
    highest (score, anchor, class) triples;
 2. clip the candidate boxes to the image (``(h, w)``: x to [0, w], y to [0, h]);
+   candidates with a NaN / inf box or score (a model gone non-finite) are
+   dropped here with a ``NonFiniteOutputWarning``, for every NMS kind and callable;
 3. per-class NMS of the chosen kind through
    :func:`detkit.ops.nms.batched_nms_by_kind` ("nms" | "diou_nms" |
    "soft_nms" | "cluster_nms"), or a callable
@@ -19,6 +21,7 @@ The result is the contract's ``dict(boxes [D, 4], scores [D], labels [D] int64)`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,9 +31,37 @@ from torch import Tensor
 from detkit.ops.boxes import clip_boxes_to_image
 from detkit.ops.nms import NMS_KINDS, batched_nms_by_kind
 
-__all__ = ["NmsFn", "PostprocessConfig", "postprocess_image", "select_topk", "run_nms"]
+__all__ = [
+    "NmsFn",
+    "NonFiniteOutputWarning",
+    "PostprocessConfig",
+    "drop_non_finite",
+    "postprocess_image",
+    "select_topk",
+    "run_nms",
+]
 
 NmsFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+
+
+class NonFiniteOutputWarning(RuntimeWarning):
+    """A model produced NaN / inf boxes or scores; those detections were dropped."""
+
+
+def drop_non_finite(boxes: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep the candidates whose 4 coordinates and score are finite; warn when any were not."""
+    if torch.jit.is_tracing():
+        return boxes, scores, labels
+    finite = torch.isfinite(boxes).all(1) & torch.isfinite(scores)
+    if bool(finite.all()):
+        return boxes, scores, labels
+    warnings.warn(
+        "post-processing dropped candidate detections with a NaN or inf box or score: "
+        "the model output is not finite (check the checkpoint's weights)",
+        NonFiniteOutputWarning,
+        stacklevel=3,
+    )
+    return boxes[finite], scores[finite], labels[finite]
 
 
 @dataclass(frozen=True)
@@ -133,6 +164,7 @@ def postprocess_image(
     boxes = clip_boxes_to_image(torch.cat(all_boxes), image_size)
     scores = torch.cat(all_scores)
     labels = torch.cat(all_labels)
+    boxes, scores, labels = drop_non_finite(boxes, scores, labels)
     keep, kept_scores = run_nms(boxes, scores, labels, config)
     keep = keep[: config.max_detections]
     return {

@@ -67,6 +67,7 @@ def greedy_sparse(boxes, classes, threshold, use_diou, beta):
 
     boxes: float64 [N, 4] xyxy in rank order; classes: int64 [N] (boxes of
     different classes never suppress each other); threshold must be >= 0.
+    Every coordinate must be finite (``detkit.ops.nms`` drops the others first).
     Returns a bool [N] keep mask in rank order.
     """
     n = boxes.shape[0]
@@ -78,8 +79,9 @@ def greedy_sparse(boxes, classes, threshold, use_diou, beta):
     side = np.maximum(np.maximum(w, h), 0.0)
     x0 = np.min(boxes[:, 0])
     y0 = np.min(boxes[:, 1])
-    span_x = max(np.max(boxes[:, 2]) - x0, 0.0)
-    span_y = max(np.max(boxes[:, 3]) - y0, 0.0)
+    # spans over both corners: an inverted box (x2 < x1) may start right of every x2
+    span_x = max(max(np.max(boxes[:, 0]), np.max(boxes[:, 2])) - x0, 0.0)
+    span_y = max(max(np.max(boxes[:, 1]), np.max(boxes[:, 3])) - y0, 0.0)
     smin = max(np.min(side), 1e-6)
     nlev = 16  # size levels: level l holds sides in [smin * 2^l, smin * 2^(l+1))
     level = np.empty(n, dtype=np.int64)
@@ -105,7 +107,9 @@ def greedy_sparse(boxes, classes, threshold, use_diou, beta):
     for lv in range(nlev):
         if count[lv] > 0:
             c = max(maxw[lv], maxh[lv], 1e-6)
-            while (int(span_x / c) + 1) * (int(span_y / c) + 1) > 4 * count[lv] + 16:
+            # counted in float64: int64 cell counts overflow for spans of 1e12 and more
+            budget = 4.0 * count[lv] + 16.0
+            while (np.floor(span_x / c) + 1.0) * (np.floor(span_y / c) + 1.0) > budget:
                 c *= 2.0
             cell[lv] = c
             nx[lv] = int(span_x / c) + 1
@@ -133,6 +137,8 @@ def greedy_sparse(boxes, classes, threshold, use_diou, beta):
             continue
         keep[i] = True
         ax1, ay1, ax2, ay2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        if ax2 <= ax1 or ay2 <= ay1:
+            continue  # zero or negative width: intersects nothing, so suppresses nothing
         for lv in range(nlev):
             if count[lv] == 0:
                 continue

@@ -10,6 +10,8 @@ Formulas (``eps`` guards every division; default 1e-7):
 
 - IoU  = |A ∩ B| / (|A ∪ B| + eps)
 - GIoU = IoU - (|C| - |A ∪ B|) / (|C| + eps), C the smallest enclosing box
+  (a "+ eps" divisor is held at eps where it is within eps of zero, which only
+  inverted boxes reach: ``shifted_divisor``)
   (Rezatofighi et al., CVPR 2019)
 - DIoU = IoU - rho^2(b, b_gt) / (c^2 + eps), rho the distance between the
   centres, c the diagonal of C (Zheng et al., AAAI 2020)
@@ -113,7 +115,7 @@ def _iou_terms(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, ...]:
     ih = (torch.minimum(y2, y2g) - torch.maximum(y1, y1g)).clamp(min=0)
     inter = iw * ih
     union = w1 * h1 + w2 * h2 - inter
-    iou = inter / (union + eps)
+    iou = inter / shifted_divisor(union, eps)
     cw = torch.maximum(x2, x2g) - torch.minimum(x1, x1g)
     ch = torch.maximum(y2, y2g) - torch.minimum(y1, y1g)
     rho2 = ((x1 + x2 - x1g - x2g) ** 2 + (y1 + y2 - y1g - y2g) ** 2) / 4
@@ -121,15 +123,30 @@ def _iou_terms(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, ...]:
     return iou, union, cw * ch, dist, w1, h1, w2, h2
 
 
+def shifted_divisor(t: Tensor, eps: float) -> Tensor:
+    """``t + eps``, held at ``eps`` where it lies within ``eps`` of zero.
+
+    For the non-negative quantities of valid boxes this is just ``t + eps``;
+    inverted boxes (x2 < x1) can make a height, union or enclosing area
+    negative, and the hold keeps such a divisor away from exactly zero.
+    """
+    shifted = t + eps
+    return torch.where(shifted.abs() < eps, torch.full_like(shifted, eps), shifted)
+
+
 def aspect_term(w1: Tensor, h1: Tensor, w2: Tensor, h2: Tensor, eps: float) -> Tensor:
-    """CIoU's v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 (eps guards h = 0)."""
-    diff = torch.atan(w2 / (h2 + eps)) - torch.atan(w1 / (h1 + eps))
+    """CIoU's v = 4 / pi^2 * (atan(w2 / h2) - atan(w1 / h1))^2 (eps guards h = 0).
+
+    Each height is shifted by ``eps`` (:func:`shifted_divisor`), so the value
+    and the gradient stay finite for every finite box, h = -eps included.
+    """
+    diff = torch.atan(w2 / shifted_divisor(h2, eps)) - torch.atan(w1 / shifted_divisor(h1, eps))
     return (4 / math.pi**2) * diff**2
 
 
 def _giou(b1: Tensor, b2: Tensor, eps: float) -> Tensor:
     iou, union, enclose, *_ = _iou_terms(b1, b2, eps)
-    return iou - (enclose - union) / (enclose + eps)
+    return iou - (enclose - union) / shifted_divisor(enclose, eps)
 
 
 def _diou(b1: Tensor, b2: Tensor, eps: float) -> Tensor:

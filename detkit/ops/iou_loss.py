@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.ops.boxes import _iou_terms, aspect_term
+from detkit.ops.boxes import _iou_terms, aspect_term, shifted_divisor
 
 __all__ = ["iou_loss", "giou_loss", "diou_loss", "ciou_loss", "IoULoss", "box_loss_fn"]
 
@@ -65,7 +65,7 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: floa
     """GIoU loss 1 - IoU + (|C| - |A ∪ B|) / |C| (Rezatofighi et al. 2019), xyxy ``[N, 4]``."""
     _check(boxes1, boxes2, reduction)
     iou, union, enclose, *_ = _iou_terms(boxes1, boxes2, eps)
-    return reduce_loss(1 - iou + (enclose - union) / (enclose + eps), reduction)
+    return reduce_loss(1 - iou + (enclose - union) / shifted_divisor(enclose, eps), reduction)
 
 
 def diou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:

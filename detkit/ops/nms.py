@@ -19,9 +19,21 @@ Suppression rules (a kept box M suppresses a lower-scored box B when):
 On CPU, DIoU-NMS runs a sparse greedy kernel compiled with numba (only
 intersecting pairs are ever compared); on CUDA, or without numba, it runs the
 Cluster-NMS matrix form, whose result is identical.
+
+Hostile input has one defined behaviour on every path (numba, torch, CUDA):
+
+- a box with a NaN or +-inf coordinate, or a NaN or +-inf score, is never kept
+  and never suppresses another box (it is dropped before the NMS runs);
+- any dtype works: float16 / bfloat16 / integer input is computed in float32
+  (integers in float64); the returned indices point into the input;
+- coordinates too large for float32 arithmetic (beyond 2^40) are computed in
+  float64, and beyond 2^500 scaled by a power of two, which leaves every IoU
+  and DIoU ratio unchanged bit for bit; so no range of finite values overflows.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -53,6 +65,52 @@ def _check_inputs(boxes: Tensor, scores: Tensor, idxs: Tensor | None = None) -> 
         raise ValueError(f"idxs must be [{boxes.shape[0]}], got {tuple(idxs.shape)}")
 
 
+_FLOAT_KINDS = (torch.float32, torch.float64)
+_FLOAT32_SAFE = 2.0**40  # |coordinate| above this: areas could overflow float32 -> float64
+_OFFSET_EXACT = 2.0**20  # batched_nms offsets classes apart exactly below this range
+_FLOAT64_SAFE = 2.0**500  # above this: scale by a power of two (exact) so areas stay finite
+
+
+def _as_float(t: Tensor) -> Tensor:
+    """``t`` detached, as float32 / float64 (half -> float32, integers -> float64)."""
+    t = t.detach()
+    if t.dtype in _FLOAT_KINDS:
+        return t
+    return t.to(torch.float32 if t.is_floating_point() else torch.float64)
+
+
+def sanitize_nms_input(
+    boxes: Tensor, scores: Tensor, idxs: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Checked NMS input: finite rows only, a float dtype, a range that cannot overflow.
+
+    Returns ``(boxes, scores, idxs, rows)``: ``rows [M]`` (int64) are the input
+    indices of the rows kept (those with four finite coordinates and a finite
+    score), or ``None`` when every row is finite. Boxes are scaled only by a
+    power of two, which leaves every IoU / DIoU bit for bit unchanged.
+    """
+    _check_inputs(boxes, scores, idxs)
+    boxes, scores = _as_float(boxes), _as_float(scores)
+    rows = None
+    finite = torch.isfinite(boxes).all(1) & torch.isfinite(scores)
+    if not bool(finite.all()):
+        rows = torch.nonzero(finite).flatten()
+        boxes, scores = boxes[rows], scores[rows]
+        idxs = idxs[rows] if idxs is not None else None
+    if boxes.numel() > 0:
+        top = float(boxes.abs().max())
+        if top > _FLOAT32_SAFE:
+            boxes = boxes.to(torch.float64)
+        if top > _FLOAT64_SAFE:
+            boxes = boxes * 2.0 ** (math.floor(math.log2(_FLOAT64_SAFE / top)))
+    return boxes, scores, idxs, rows
+
+
+def _to_input_index(keep: Tensor, rows: Tensor | None) -> Tensor:
+    """Map kept indices of the sanitized rows back to indices of the input."""
+    return keep if rows is None else rows[keep]
+
+
 def _empty(boxes: Tensor) -> Tensor:
     return torch.empty(0, dtype=torch.int64, device=boxes.device)
 
@@ -62,16 +120,40 @@ def _rank(scores: Tensor) -> Tensor:
     return torch.argsort(scores, descending=True, stable=True)
 
 
+def _check_threshold(threshold: float) -> None:
+    if not math.isfinite(float(threshold)):
+        raise ValueError(f"the NMS threshold must be a finite number, got {threshold!r}")
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """Greedy NMS (IoU > ``iou_threshold`` suppresses); wraps ``torchvision.ops.nms``."""
+    """Greedy NMS (IoU > ``iou_threshold`` suppresses); wraps ``torchvision.ops.nms``.
+
+    Non-finite boxes or scores are never kept; any dtype works (module docstring).
+    """
     _check_inputs(boxes, scores)
-    return torchvision.ops.nms(boxes, scores, iou_threshold)
+    if torch.jit.is_tracing():  # export: the plain traceable op
+        return torchvision.ops.nms(boxes, scores, iou_threshold)
+    _check_threshold(iou_threshold)
+    b, s, _, rows = sanitize_nms_input(boxes, scores)
+    return _to_input_index(torchvision.ops.nms(b, s.to(b.dtype), iou_threshold), rows)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Per-category NMS (boxes with different ``idxs [N]`` never suppress each other)."""
     _check_inputs(boxes, scores, idxs)
-    return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    if torch.jit.is_tracing():
+        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    _check_threshold(iou_threshold)
+    b, s, i, rows = sanitize_nms_input(boxes, scores, idxs)
+    s = s.to(b.dtype)
+    if b.numel() == 0 or float(b.abs().max()) <= _OFFSET_EXACT:
+        keep = torchvision.ops.batched_nms(b, s, i, iou_threshold)
+    else:  # torchvision's per-class coordinate offset would round such boxes away
+        parts = [torch.nonzero(i == c).flatten() for c in torch.unique(i)]
+        kept = torch.cat([p[torchvision.ops.nms(b[p], s[p], iou_threshold)] for p in parts])
+        kept = kept.sort().values  # ties in score: lower index first, as torchvision
+        keep = kept[_rank(s[kept])]
+    return _to_input_index(keep, rows)
 
 
 def criterion_matrix(boxes: Tensor, use_diou: bool, beta: float = 1.0, chunk: int = 2048) -> Tensor:
@@ -131,7 +213,8 @@ def _greedy(
     beta: float,
     force_matrix: bool = False,
 ) -> Tensor:
-    _check_inputs(boxes, scores, idxs)
+    _check_threshold(threshold)
+    boxes, scores, idxs, rows = sanitize_nms_input(boxes, scores, idxs)
     if boxes.shape[0] == 0:
         return _empty(boxes)
     if force_matrix or boxes.is_cuda or not HAVE_NUMBA or threshold < 0:
@@ -139,7 +222,7 @@ def _greedy(
         ranked = boxes.detach()[order]
         classes = idxs[order] if idxs is not None else torch.zeros_like(order)
         keep = _cluster_keep(ranked, classes, threshold, use_diou, beta)
-        return order[keep]
+        return _to_input_index(order[keep], rows)
     # CPU: gather in numpy (small torch gathers pay thread-pool start-up costs)
     s = scores.detach().cpu().numpy()
     order_np = np.argsort(-s, kind="stable")
@@ -149,7 +232,7 @@ def _greedy(
     else:
         classes_np = idxs.detach().cpu().numpy().astype(np.int64)[order_np]
     keep = greedy_sparse(b, classes_np, float(threshold), use_diou, float(beta))
-    return torch.from_numpy(order_np[keep]).to(boxes.device)
+    return _to_input_index(torch.from_numpy(order_np[keep]).to(boxes.device), rows)
 
 
 def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, beta: float = 1.0) -> Tensor:
@@ -212,15 +295,22 @@ def soft_nms(
     (1 - IoU(M, B)) when IoU(M, B) > ``iou_threshold`` ("linear"). Boxes
     whose score is, or falls, below ``score_threshold`` are removed. Optional
     ``idxs [N]`` keeps categories apart. Kept indices come out in decreasing
-    new score (ties: lower index first).
+    new score (ties: lower index first). Non-finite boxes or scores are
+    never kept (module docstring).
     """
     if method not in ("gaussian", "linear"):
         raise ValueError(f"unknown soft_nms method {method!r}; valid: gaussian, linear")
-    _check_inputs(boxes, scores, idxs)
+    if not (math.isfinite(float(sigma)) and sigma > 0):
+        raise ValueError(f"soft_nms sigma must be a finite number > 0, got {sigma!r}")
+    _check_threshold(iou_threshold)
+    _check_threshold(score_threshold)
+    out_dtype = scores.dtype if scores.is_floating_point() else torch.float32
+    boxes_in = boxes
+    boxes, scores, idxs, rows = sanitize_nms_input(boxes, scores, idxs)
     if boxes.shape[0] == 0:
-        return _empty(boxes), scores.new_zeros(0)
-    b = boxes.detach().to(torch.float64).cpu().numpy()
-    s = scores.detach().to(torch.float64).cpu().numpy().copy()
+        return _empty(boxes_in), torch.zeros(0, dtype=out_dtype, device=boxes_in.device)
+    b = boxes.to(torch.float64).cpu().numpy()
+    s = scores.to(torch.float64).cpu().numpy().copy()
     cls = idxs.cpu().numpy() if idxs is not None else np.zeros(len(s), dtype=np.int64)
     alive = s >= score_threshold
     kept, kept_scores = [], []
@@ -240,8 +330,8 @@ def soft_nms(
             s[rest] *= np.where(iou > iou_threshold, 1.0 - iou, 1.0)
         alive[rest[s[rest] < score_threshold]] = False
     keep = torch.as_tensor(np.asarray(kept, dtype=np.int64), device=boxes.device)
-    new_scores = torch.as_tensor(np.asarray(kept_scores), device=boxes.device).to(scores.dtype)
-    return keep, new_scores
+    new_scores = torch.as_tensor(np.asarray(kept_scores), device=boxes.device).to(out_dtype)
+    return _to_input_index(keep, rows), new_scores
 
 
 def batched_nms_by_kind(

@@ -244,3 +244,14 @@ def test_without_image_checks_needs_sizes(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(AnnotationFormatError, match=r"train\.json: images\[0\]\.width/height"):
         validate_coco(path, check_images=False, log=None)
+
+
+@pytest.mark.faults
+def test_negative_area_is_replaced_by_the_box_area_and_counted(tmp_path, caplog):
+    """Issue 13: a negative GT 'area' passed validation and left every metric."""
+    anns = [_ann(1, 1, [1, 1, 4, 5], area=-20.0), _ann(2, 1, [2, 2, 3, 3], area=9.0)]
+    clean, report = validate_coco(_dataset(tmp_path, 1, anns))
+    # 4 x 5 = 20 replaces -20; the valid area 9 is kept as given
+    assert [a["area"] for a in clean["annotations"]] == [20.0, 9.0]
+    assert report.counts["bad_area"] == 1 and report.annotations_kept == 2
+    assert _lines(caplog, "bad_area")

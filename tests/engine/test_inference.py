@@ -213,3 +213,19 @@ def test_class_names_from_config(tmp_path: Path) -> None:
     assert class_names_from_config(cfg) == ["a", "b"]  # sorted by id: label 1 = id 3
     with pytest.raises(ValueError, match="class names"):
         class_names_from_config(_cfg())
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("test_section, message", [
+    ({"max_dets": [1, 10]}, "max_dets needs 3 limits"),
+    ({"max_dets": [10, 1, 100]}, "distinct increasing"),
+    ({"extra_area_ranges": {"tiny": [10, 5]}}, "needs 0 <= min < max"),
+    ({"extra_area_ranges": {"small": [0, 5]}}, "reserved"),
+    ({"extra_area_ranges": {"tiny": 5}}, "must map names to"),
+])
+def test_eval_options_rejected_before_inference(test_section, message):
+    """Issue 13: tools/test.py checked these after inference, then crashed unsaved."""
+    cfg = defaults()
+    cfg["test"].update(test_section)
+    with pytest.raises(ValueError, match=message):
+        read_test_options(cfg)

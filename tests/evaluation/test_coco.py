@@ -302,3 +302,21 @@ def test_ground_truth_problems_are_reported() -> None:
         evaluate_detections(gt, [])
     with pytest.raises(ValueError, match="must be integers"):
         evaluate_detections(_gt([(1, 1, MEDIUM)]), [_det(1.5, MEDIUM, 0.9)])
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_negative_gt_area_is_repaired_not_dropped(backend: str) -> None:
+    """Issue 13: half the GT with a negative 'area' left every metric (AP 0.004 -> 0.008).
+
+    Two GT boxes, one detection matching the first exactly. With both areas valid,
+    recall is 1/2 and AP = 0.5 (precision 1 up to recall 0.5, then nothing: 51 of 101
+    recall points at 1.0 -> 51/101). A negative area on the unmatched GT used to hide it,
+    giving recall 1 and AP 1; repaired from its bbox (20 x 20 = 400) it counts again.
+    """
+    gt = _gt([(1, 1, SMALL), (2, 1, SMALL)])
+    gt["annotations"][1]["area"] = -400.0
+    with pytest.warns(EvaluationWarning, match="negative or non-finite 'area'"):
+        result = evaluate_detections(gt, [_det(1, SMALL, 0.9)], backend=backend)
+    assert result.metrics["AP"] == near(51 / 101)
+    assert gt["annotations"][1]["area"] == -400.0  # the caller's dict is untouched

@@ -4,7 +4,12 @@ import pytest
 import torch
 import torchvision
 
-from detkit.models.postprocess import PostprocessConfig, postprocess_image, select_topk
+from detkit.models.postprocess import (
+    NonFiniteOutputWarning,
+    PostprocessConfig,
+    postprocess_image,
+    select_topk,
+)
 
 
 def test_select_topk_by_hand():
@@ -79,3 +84,27 @@ def test_empty_and_bad_config():
     assert out["boxes"].shape == (0, 4) and out["labels"].dtype == torch.int64
     with pytest.raises(ValueError, match="unknown nms"):
         PostprocessConfig(nms="fast_nms")
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("kind", ["nms", "diou_nms", "soft_nms", "cluster_nms", "callable"])
+def test_non_finite_candidates_are_dropped_with_a_warning(kind):
+    """Issue 13: clipping leaves NaN in place, which crashed diou_nms; now such
+    candidates are dropped (named warning) and the finite ones come out as before."""
+    nan = float("nan")
+    boxes = torch.tensor([[nan, 0, 10, 10], [0, 0, 10, 10], [1, 0, 11, 10], [0, 0, nan, nan]])
+    scores = torch.tensor([[0.95, 0.0], [0.9, 0.0], [0.8, 0.0], [0.0, 0.7]])
+
+    def plain(b, s, labels, t):
+        keep = torchvision.ops.batched_nms(b, s, labels, t)
+        return keep, s[keep]
+
+    cfg = PostprocessConfig(nms=plain if kind == "callable" else kind, nms_threshold=0.5)
+    with pytest.warns(NonFiniteOutputWarning, match="NaN or inf"):
+        out = postprocess_image([scores], [boxes], (20, 25), cfg)
+    # rows 0 and 3 carry NaN; of the rest, row 2 overlaps row 1 (IoU 90 / 110 = 0.82)
+    assert torch.isfinite(out["boxes"]).all()
+    assert out["boxes"][0].tolist() == [0, 0, 10, 10]
+    assert out["scores"][0].item() == pytest.approx(0.9)
+    if kind != "soft_nms":  # soft-NMS decays row 2 instead of dropping it
+        assert out["scores"].tolist() == pytest.approx([0.9])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torchvision
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from detkit.ops import IoULoss, box_loss_fn, ciou_loss, diou_loss, giou_loss, iou_loss
@@ -184,3 +184,69 @@ def test_fp16_boxes_give_finite_loss_and_grad(x1, y1, x2, y2, s):
             loss = fn(p, t2, reduction="sum")
             loss.backward()
             assert torch.isfinite(loss) and torch.isfinite(p.grad).all(), fn.__name__
+
+
+# ---- fault suite: hostile boxes (docs/reliability.md) -----------------------------------
+
+inverted_side = st.sampled_from([-1e4, -3.0, -1.5e-7, -1e-7, -5e-8, 0.0, 1e-7, 2.0, 1e4])
+
+
+@st.composite
+def any_finite_box(draw):
+    """Boxes with zero, tiny, negative (inverted) and h = -eps sides."""
+    x, y = draw(coord), draw(coord)
+    return [x, y, x + draw(inverted_side), y + draw(inverted_side)]
+
+
+@pytest.mark.faults
+@settings(max_examples=120, deadline=None)
+@given(b1=any_finite_box(), b2=box())
+@example(b1=[0.0, 0.0, -5e-08, 2.0], b2=[0.0, 0.0, 0.0, 0.0])  # union + eps was exactly 0
+@example(b1=[0.0, 0.0, 2.0, -1e-07], b2=[0.0, 0.0, 2.0, 1.0])  # h + eps was exactly 0
+def test_inverted_and_minus_eps_boxes_give_finite_loss_and_grad(b1, b2):
+    """Predictions may leave the valid box set during training; every loss and its
+    gradient stay finite there (issue 13: ciou_loss gave NaN gradients at h = -eps)."""
+    t2 = torch.tensor([b2])
+    for fn in LOSSES:
+        p = torch.tensor([b1], requires_grad=True)
+        loss = fn(p, t2, reduction="sum")
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(p.grad).all(), (fn.__name__, b1, b2)
+
+
+@pytest.mark.faults
+@settings(max_examples=60, deadline=None)
+@given(b1=box(), b2=box(), bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+       corner=st.integers(0, 3))
+def test_a_non_finite_row_stays_in_its_row(b1, b2, bad, corner):
+    """A NaN / inf prediction stays in its own row: the other rows' losses and
+    gradients are exactly those computed without it."""
+    broken = list(b1)
+    broken[corner] = bad
+    target = torch.tensor([b2, b2])
+    for fn in LOSSES:
+        p = torch.tensor([b1, broken], requires_grad=True)
+        loss = fn(p, target)
+        loss[0].backward()
+        alone = torch.tensor([b1], requires_grad=True)
+        ref = fn(alone, target[:1])
+        ref.sum().backward()
+        assert torch.equal(loss[0:1].detach(), ref.detach()), fn.__name__
+        assert torch.equal(p.grad[0], alone.grad[0]), fn.__name__
+
+
+@pytest.mark.faults
+def test_ciou_gradient_at_minus_eps_height_by_hand():
+    """Issue 13 reproduction: h = -eps used to divide by exactly zero (NaN gradient).
+
+    pred (0, 0, 2, -1e-7), target (0, 0, 2, 1): IoU 0, union 2, c^2 = 2^2 + 1^2 = 5,
+    rho^2 = ((0 + 2 - 0 - 2)^2 + (-1e-7 - 1)^2) / 4 ~ 0.25, so DIoU loss ~ 1 + 0.05;
+    the pred's aspect term is atan(2 / eps) ~ pi/2 against atan(2), so
+    v = 4/pi^2 (atan 2 - pi/2)^2 ~ 0.0872 and alpha = v / (1 + v).
+    """
+    p = torch.tensor([[0.0, 0.0, 2.0, -1e-7]], requires_grad=True)
+    loss = ciou_loss(p, torch.tensor([[0.0, 0.0, 2.0, 1.0]]), reduction="sum")
+    loss.backward()
+    v = 4 / math.pi**2 * (math.atan(2.0) - math.pi / 2) ** 2
+    assert loss.item() == pytest.approx(1 + 0.25 / 5 + v * v / (1 + v), rel=1e-5)
+    assert torch.isfinite(p.grad).all()

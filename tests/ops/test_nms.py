@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 import torchvision
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from detkit.ops import (
     batched_diou_nms,
@@ -216,3 +218,126 @@ def test_mixed_sizes_zero_area_and_huge_boxes(seed):
         assert nms_module._greedy(boxes, scores, None, threshold, False, 1.0).tolist() == (
             ref_greedy(boxes, scores, threshold, False)
         )
+
+
+# ---- fault suite: hostile boxes (docs/reliability.md) -----------------------------------
+
+NAN, INF = float("nan"), float("inf")
+finite_coord = st.floats(min_value=-50.0, max_value=150.0, allow_nan=False, width=32)
+# negative sides give inverted boxes, 0 gives zero area, -1e-7 the h = -eps corner
+box_side = st.sampled_from([-5.0, -1e-7, 0.0, 1e-7, 0.5, 3.0, 20.0, 60.0])
+hostile = st.sampled_from([NAN, INF, -INF, 1e12, -1e20])
+
+
+@st.composite
+def hostile_boxes(draw):
+    """Up to 12 boxes (float64) and scores; some coordinates or scores NaN / inf."""
+    n = draw(st.integers(min_value=0, max_value=12))
+    rows, scores = [], []
+    for _ in range(n):
+        x, y = draw(finite_coord), draw(finite_coord)
+        row = [x, y, x + draw(box_side), y + draw(box_side)]
+        if draw(st.integers(0, 3)) == 0:
+            row[draw(st.integers(0, 3))] = draw(hostile)
+        rows.append(row)
+        score = draw(st.sampled_from([0.9, 0.5, 0.5, 0.3, 0.1]))  # ties on purpose
+        scores.append(NAN if draw(st.integers(0, 7)) == 0 else score)
+    boxes = torch.tensor(rows, dtype=torch.float64).reshape(n, 4)
+    classes = torch.tensor([draw(st.integers(0, 1)) for _ in range(n)], dtype=torch.int64)
+    return boxes, torch.tensor(scores, dtype=torch.float64), classes
+
+
+def finite_rows(boxes: torch.Tensor, scores: torch.Tensor) -> list[int]:
+    """Rows with four finite coordinates and a finite score, in plain Python."""
+    return [
+        i
+        for i in range(len(scores))
+        if all(math.isfinite(v) for v in boxes[i].tolist()) and math.isfinite(float(scores[i]))
+    ]
+
+
+def expected_keep(boxes, scores, threshold, diou, classes=None) -> list[int]:
+    """The documented behaviour: the reference greedy NMS over the finite rows only."""
+    rows = finite_rows(boxes, scores)
+    sub_classes = classes[rows] if classes is not None else None
+    kept = ref_greedy(boxes[rows], scores[rows], threshold, diou, classes=sub_classes)
+    return [rows[k] for k in kept]
+
+
+@pytest.mark.faults
+@settings(max_examples=150, deadline=None)
+@given(data=hostile_boxes(), threshold=st.sampled_from([0.0, 0.3, 0.5, 0.7]))
+def test_every_nms_kind_defined_on_hostile_boxes(data, threshold):
+    """NaN / inf / 1e20 / inverted / zero-area boxes: no crash, the finite rows' greedy
+    result on every path (numba, torch matrix, torchvision), nothing non-finite kept."""
+    boxes, scores, classes = data
+    plain = expected_keep(boxes, scores, threshold, False)
+    dist = expected_keep(boxes, scores, threshold, True)
+    assert nms(boxes, scores, threshold).tolist() == plain
+    assert cluster_nms(boxes, scores, threshold, kind="iou").tolist() == plain
+    assert diou_nms(boxes, scores, threshold).tolist() == dist
+    assert cluster_nms(boxes, scores, threshold, kind="diou").tolist() == dist
+    by_class = expected_keep(boxes, scores, threshold, True, classes)
+    assert batched_diou_nms(boxes, scores, classes, threshold).tolist() == by_class
+    assert batched_nms(boxes, scores, classes, threshold).tolist() == expected_keep(
+        boxes, scores, threshold, False, classes
+    )
+    keep, new_scores = soft_nms(boxes, scores, iou_threshold=threshold, idxs=classes)
+    assert set(keep.tolist()) <= set(finite_rows(boxes, scores))
+    assert torch.isfinite(new_scores).all()
+
+
+@pytest.mark.faults
+@settings(max_examples=60, deadline=None)
+@given(data=hostile_boxes(), power=st.sampled_from([45, 300, 700, 960]))
+def test_nms_results_survive_coordinates_beyond_float32_and_float64_areas(data, power):
+    """Scaling every box by 2^power (up to ~1e289, whose areas overflow float64) keeps
+    the result: IoU and DIoU are scale-free, and detkit computes them without overflow."""
+    boxes, scores, classes = data
+    big = boxes * 2.0**power
+    assume(torch.equal(torch.isfinite(big), torch.isfinite(boxes)))  # 1e20 * 2^960 is inf
+    for fn in (nms, diou_nms, lambda b, s, t: cluster_nms(b, s, t, kind="diou")):
+        assert fn(big, scores, 0.5).tolist() == fn(boxes, scores, 0.5).tolist()
+    assert soft_nms(big, scores)[0].tolist() == soft_nms(boxes, scores)[0].tolist()
+
+
+@pytest.mark.faults
+def test_issue_reproductions_nan_inf_and_huge_boxes():
+    # issue 13: this segfaulted (rc 139) on the numba path; the NaN box is dropped
+    boxes = torch.tensor([[NAN, 0, 10, 10], [0, 0, 10, 10.0]])
+    assert diou_nms(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [1]
+    both = torch.tensor([[INF, INF, INF, INF], [0, 0, 10, 10.0]])  # was ZeroDivisionError
+    assert diou_nms(both, torch.tensor([0.9, 0.8]), 0.5).tolist() == [1]
+    idxs = torch.tensor([0, 0])
+    assert batched_diou_nms(boxes, torch.tensor([0.9, 0.8]), idxs, 0.5).tolist() == [1]
+    # boxes spanning 1e12 (was "negative dimensions") and 1e20 (was a wrong keep set):
+    # two overlapping boxes (IoU 81/119 > 0.5, the second suppressed) plus two far away
+    for span in (1e12, 1e20):
+        far = [[span, span, span + 10, span + 10], [-span, -span, -span + 10, -span + 10]]
+        b = torch.tensor([[0, 0, 10, 10.0], [1, 1, 11, 11], *far], dtype=torch.float64)
+        s = torch.tensor([0.9, 0.8, 0.7, 0.6])
+        assert diou_nms(b, s, 0.5).tolist() == [0, 2, 3]
+        assert nms(b, s, 0.5).tolist() == [0, 2, 3]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                                   torch.int32, torch.int64])
+def test_every_dtype_works_and_agrees(dtype):
+    """torchvision's CPU kernel rejects half, bfloat16 and integers; detkit upcasts."""
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [30, 30, 40, 40]]).to(dtype)
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    if dtype.is_floating_point:
+        scores = scores.to(dtype)
+    idxs = torch.tensor([0, 0, 1])
+    # IoU of the first two = 81 / 119 = 0.68 > 0.5; the third overlaps nothing
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2]
+    assert diou_nms(boxes, scores, 0.5).tolist() == [0, 2]
+    assert batched_diou_nms(boxes, scores, idxs, 0.5).tolist() == [0, 2]
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == [0, 2]
+    assert cluster_nms(boxes, scores, 0.5).tolist() == [0, 2]
+    keep, new_scores = soft_nms(boxes, scores)
+    assert keep.tolist() == [0, 2, 1] and new_scores.dtype == (
+        scores.dtype if dtype.is_floating_point else torch.float32)
+    with pytest.raises(ValueError, match="finite number"):
+        diou_nms(boxes, scores, float("nan"))

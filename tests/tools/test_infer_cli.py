@@ -124,3 +124,18 @@ def test_single_file_and_bad_inputs(tmp_path: Path) -> None:
     (images / "wide.jpg").write_bytes((images / "small.jpg").read_bytes())
     code, _, err = _run(tool, str(config), str(ckpt), str(images), "--out", str(tmp_path / "x"))
     assert code == 2 and "share the name 'wide'" in err
+
+
+@pytest.mark.faults
+def test_an_undecodable_file_is_skipped_and_the_folder_finishes(tmp_path: Path) -> None:
+    """Issue 13: the first undecodable file aborted the folder half done."""
+    config, ckpt, _, images = _make_case(tmp_path)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # sorts first
+    out = tmp_path / "out"
+    code, stdout, err = _run(_load_tool(), str(config), str(ckpt), str(images), "--out",
+                             str(out))
+    assert code == 1  # partial: said by the exit code, the file named on stderr
+    assert "skipped" in err and "broken.jpg" in err and "1 unreadable file(s) skipped" in err
+    assert "2 images" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["small.jpg", "small.json", "wide.json",
+                                                     "wide.png"]

@@ -73,3 +73,15 @@ def test_demo_config_runs_end_to_end(tmp_path: Path) -> None:
     ckpt = load_checkpoint(work / "last.pth")
     assert ckpt["config"]["data"]["batch_size"] == 4  # resolved config stored in checkpoints
     assert ckpt["trainer"]["global_iter"] == 2
+
+
+@pytest.mark.faults
+def test_cuda_without_cuda_is_a_config_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    res = _run(str(DEMO), "--work-dir", str(tmp_path / "w"), "device=cuda", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "config error: device=cuda requested but CUDA is not available" in res.stderr
+    assert "Traceback" not in res.stderr
