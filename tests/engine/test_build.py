@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
+import torch
 from torch.utils.data import DistributedSampler
 
 from detkit.config import defaults, merge
-from detkit.engine.build import ResumableBatchSampler, ShardSampler, schedule_spec
+from detkit.engine.build import (
+    ResumableBatchSampler,
+    ShardSampler,
+    build_train_loader,
+    schedule_spec,
+)
+from detkit.engine.distributed import DistInfo
+
+from ._tiny import TinyDataset, tiny_config
 
 
 def test_resumable_batches_skip_consumed_prefix() -> None:
@@ -38,11 +50,23 @@ def test_schedule_spec_from_config() -> None:
 
 
 def test_label_smoothing_switch_reaches_the_model() -> None:
-    import pytest
+    import math
 
     from detkit.engine.build import build_model_from_cfg
+    from detkit.models.heads.rcnn import SampledRoIs
 
-    pytest.importorskip("detkit.models.build")
+    # train.label_smoothing reaches the R-CNN loss: one RoI of label 1 with logits
+    # [0, 2, 0, 0], log Z = ln(e^2 + 3); loss = log Z - 2 (1 - e) (see
+    # tests/models/detectors/test_thundernet.py): e = 0 -> 0.34078, e = 0.2 -> 0.74078
+    box = torch.tensor([[0.0, 0.0, 32.0, 32.0]])
+    samples = [SampledRoIs(box, torch.tensor([1]), box.clone(), torch.ones(1))]
+    logits = torch.tensor([[0.0, 2.0, 0.0, 0.0]])
+    log_z = math.log(math.exp(2) + 3)
+    for epsilon in (0.0, 0.2):
+        model = build_model_from_cfg({"type": "thundernet_lite", "box_loss": "smooth_l1"}, 3,
+                                     label_smoothing=epsilon)
+        loss = model.rcnn.compute_losses(logits, torch.zeros(1, 4), samples)["rcnn_cls"]
+        assert float(loss) == pytest.approx(log_z - 2 * (1 - epsilon), rel=1e-6)
     with pytest.raises(ValueError, match="not supported by model type 'dense_detector'"):
         build_model_from_cfg({"type": "dense_detector"}, 3, label_smoothing=0.1)
     with pytest.raises(ValueError, match="model.num_classes=5 but the training data has 3"):
@@ -89,9 +113,6 @@ def test_evaluator_undoes_img_scale_oracle_gets_ap_one(tmp_path) -> None:
 def test_shipped_model_sections_have_valid_keys() -> None:
     from pathlib import Path
 
-    import pytest
-
-    pytest.importorskip("detkit.models.build")
     from detkit.config import load_config
     from detkit.engine.build import check_model_keys
 
@@ -101,3 +122,68 @@ def test_shipped_model_sections_have_valid_keys() -> None:
         check_model_keys(load_config(path)["model"])
     with pytest.raises(ValueError, match="did you mean 'model.use_cem'"):
         check_model_keys({"type": "thundernet_lite", "use_cemm": True})
+
+
+class _CocoTiny(TinyDataset):
+    """TinyDataset with the ``coco.dataset`` / ``ids`` the small-object oversampler reads:
+    images 1 and 4 (indices 0 and 3) hold a small box (area 100 < 1024), the rest none."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, noise=False)
+        self.ids = list(range(1, n + 1))
+        annotations = [{"id": k, "image_id": k, "bbox": [0, 0, 10, 10], "area": 100.0,
+                        "category_id": 1, "iscrowd": 0} for k in (1, 4)]
+        images = [{"id": i, "height": 16, "width": 16} for i in self.ids]
+        self.coco = SimpleNamespace(dataset={"images": images, "annotations": annotations})
+
+
+def _epoch_ids(loader, epoch: int) -> list[list[int]]:
+    loader.batch_sampler.set_epoch(epoch)
+    return [[int(t["image_id"]) for t in targets] for _, targets in loader]
+
+
+@pytest.mark.parametrize(("world", "workers"), [(1, 0), (2, 0), (1, 2)])
+def test_loader_batches_per_epoch_each_index_once(world: int, workers: int) -> None:
+    cfg = tiny_config(data={"batch_size": 4, "num_workers": workers})
+    dataset = TinyDataset(16, noise=False)
+    orders = []
+    for epoch in (0, 1):
+        ids = []
+        for rank in range(world):
+            info = DistInfo(rank, world, rank, torch.device("cpu"))
+            loader = build_train_loader(dataset, cfg, info)
+            # 16 images over `world` ranks in batches of 4: 16 / world / 4 batches each
+            assert len(loader.batch_sampler) == 16 // world // 4
+            batches = _epoch_ids(loader, epoch)
+            assert len(batches) == 16 // world // 4 and all(len(b) == 4 for b in batches)
+            ids += sum(batches, [])
+        assert sorted(ids) == list(range(1, 17))  # every image exactly once per epoch
+        orders.append(ids)
+    assert orders[0] != orders[1]  # reshuffled per epoch
+
+
+def test_loader_drop_last_counts_full_batches_only() -> None:
+    loader = build_train_loader(TinyDataset(18, noise=False), tiny_config(),
+                                DistInfo(0, 1, 0, torch.device("cpu")))
+    batches = _epoch_ids(loader, 0)
+    # 18 images in batches of 4: 4 full batches, the 2 left over wait for another epoch
+    assert [len(b) for b in batches] == [4, 4, 4, 4]
+    assert len(set(sum(batches, []))) == 16
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_oversampled_loader_repeats_small_object_images(world: int) -> None:
+    # 8 images, images 1 and 4 with a small object, repeat 2: 10 indices per epoch
+    # (1 and 4 twice, the others once); batch 1 so nothing is dropped; 10 / world per rank
+    cfg = tiny_config(data={"batch_size": 1, "num_workers": 0, "img_size": 16,
+                            "oversample": {"enabled": True, "repeat": 2, "max_area": 1024.0}})
+    dataset = _CocoTiny(8)
+    for epoch in (0, 1):
+        ids = []
+        for rank in range(world):
+            loader = build_train_loader(dataset, cfg, DistInfo(rank, world, rank,
+                                                               torch.device("cpu")))
+            batches = _epoch_ids(loader, epoch)
+            assert len(batches) == 10 // world
+            ids += sum(batches, [])
+        assert sorted(ids) == [1, 1, 2, 3, 4, 4, 5, 6, 7, 8]

@@ -120,3 +120,16 @@ def test_zero_area_ground_truth_never_matches():
 def test_bad_thresholds():
     with pytest.raises(ValueError, match="low"):
         Matcher(high=0.3, low=0.5)
+
+
+def test_iou_exactly_at_each_threshold():
+    # gt (0, 0, 10, 10); anchors of height 5 and 4 inside it: IoU 50 / 100 = 0.5 exactly and
+    # 40 / 100 = 0.4 exactly (both exact in float32 arithmetic, as the thresholds are).
+    # The rule: IoU >= high is positive, IoU < low negative, [low, high) ignored.
+    anchors = _t([[0, 0, 10, 5], [0, 0, 10, 4], [0, 0, 10, 3.9]])
+    gt = _t([[0, 0, 10, 10]])
+    out = Matcher(high=0.5, low=0.4, allow_low_quality_matches=False)(anchors, gt)
+    assert out.tolist() == [0, IGNORE, NEGATIVE]  # 0.5 -> positive, 0.4 -> ignore, 0.39 -> neg
+    # high == low == 0.4 (the R-CNN form): 0.4 is positive, below it negative
+    out = Matcher(high=0.4, low=0.4, allow_low_quality_matches=False)(anchors, gt)
+    assert out.tolist() == [0, 0, NEGATIVE]

@@ -1,5 +1,7 @@
 """Post-processing: top-k selection by hand, and the full chain against torchvision."""
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -79,3 +81,32 @@ def test_empty_and_bad_config():
     assert out["boxes"].shape == (0, 4) and out["labels"].dtype == torch.int64
     with pytest.raises(ValueError, match="unknown nms"):
         PostprocessConfig(nms="fast_nms")
+
+
+# Two same-class boxes that overlap (IoU 7/13) but have distant centres, so the NMS kinds
+# disagree. A = (0, 0, 20, 4), B = (6, 0, 26, 4): intersection 14 x 4 = 56, union
+# 80 + 80 - 56 = 104, IoU = 56 / 104 = 0.53846 > 0.5. Centres (10, 2) and (16, 2):
+# rho^2 = 36; enclosing box (0, 0, 26, 4): c^2 = 26^2 + 4^2 = 692; DIoU criterion
+# 0.53846 - 36 / 692 = 0.48644 <= 0.5. Soft-NMS (gaussian, sigma 0.5) decays B by
+# exp(-0.53846^2 / 0.5) = exp(-98 / 169) = 0.55997.
+OVERLAP_A_B = torch.tensor([[0.0, 0.0, 20.0, 4.0], [6.0, 0.0, 26.0, 4.0]])
+SOFT_DECAY = math.exp(-98.0 / 169.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "expected_scores"),
+    [
+        ("nms", {}, [0.9]),  # IoU 0.538 > 0.5: B dropped
+        ("diou_nms", {}, [0.9, 0.8]),  # DIoU criterion 0.486 <= 0.5: B kept
+        ("soft_nms", {}, [0.9, 0.8 * SOFT_DECAY]),  # B kept with a decayed score
+        ("cluster_nms", {}, [0.9]),  # the IoU kind of Cluster-NMS equals greedy NMS
+        ("cluster_nms", {"cluster_kind": "diou"}, [0.9, 0.8]),
+    ],
+)
+def test_nms_kind_changes_overlapping_detections(kind, kwargs, expected_scores):
+    scores = torch.tensor([[0.9, 0.0], [0.8, 0.0]])
+    cfg = PostprocessConfig(nms=kind, nms_threshold=0.5, nms_kwargs=kwargs)
+    out = postprocess_image([scores], [OVERLAP_A_B], (10, 30), cfg)
+    assert out["scores"].tolist() == pytest.approx(expected_scores, rel=1e-5)
+    assert out["boxes"].tolist() == OVERLAP_A_B[: len(expected_scores)].tolist()
+    assert out["labels"].tolist() == [1] * len(expected_scores)
