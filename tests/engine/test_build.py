@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
 from detkit.config import defaults, merge
+from detkit.data.transforms import build_transforms
 from detkit.engine.build import (
     ResumableBatchSampler,
     ShardSampler,
+    _transform_list,
+    _wrap_mixing,
     build_train_loader,
     schedule_spec,
 )
 from detkit.engine.distributed import DistInfo
 
-from ._tiny import TinyDataset, tiny_config
+from ._tiny import TinyDataset, tiny_config, tiny_trainer
 
 
 def test_resumable_batches_skip_consumed_prefix() -> None:
@@ -187,3 +192,122 @@ def test_oversampled_loader_repeats_small_object_images(world: int) -> None:
             assert len(batches) == 10 // world
             ids += sum(batches, [])
         assert sorted(ids) == [1, 1, 2, 3, 4, 4, 5, 6, 7, 8]
+
+
+def _lr_warmup_step(it: int) -> float:
+    """Linear warmup 0.1 -> 1 over 3 iterations, then x0.1 at epoch 1 = iteration 4."""
+    return 0.5 * ((0.1 + 0.9 * it / 3) if it < 3 else (1.0 if it < 4 else 0.1))
+
+
+def _lr_constant_cosine(it: int) -> float:
+    """Constant warmup factor 0.1 for 3 iterations, then cosine over the 7 left."""
+    return 0.05 if it < 3 else 0.25 * (1 + math.cos(math.pi * (it - 3) / 7))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ({"warmup": "linear", "decay": "step", "milestones": [1], "gamma": 0.1},
+         _lr_warmup_step),
+        ({"warmup": "constant", "decay": "cosine"}, _lr_constant_cosine),
+        # no warmup: cosine from 1 at iteration 0 over all 10
+        ({"warmup": "none", "decay": "cosine"},
+         lambda it: 0.25 * (1 + math.cos(math.pi * it / 10))),
+        ({"warmup": "none", "decay": "none"}, lambda it: 0.5),
+    ],
+    ids=["linear-step", "constant-cosine", "none-cosine", "none-none"],
+)
+def test_schedule_switches_set_the_optimizer_lr(tmp_path, schedule, expected) -> None:
+    # base lr 0.5 (x 4 / 4 by linear scaling), 16 images in batches of 4 = 4 iterations per
+    # epoch (milestones are in epochs), 10 iterations, warmup 3 with factor 0.1
+    cfg = tiny_config(schedule={"max_iters": 10, "warmup_iters": 3, "warmup_factor": 0.1,
+                                "min_lr_ratio": 0.0, **schedule})
+    trainer = tiny_trainer(tmp_path, cfg, n=16)
+    seen = []
+    for _ in range(10):
+        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+        trainer.scheduler.step()
+    for it, lrs in enumerate(seen):
+        assert lrs == pytest.approx([expected(it)] * len(lrs), rel=1e-9), it
+
+
+def test_multiscale_switch_resizes_training_batches(tmp_path) -> None:
+    cfg = tiny_config(data={"multiscale": {"enabled": True, "sizes": [8, 12, 16], "every": 2}})
+    trainer = tiny_trainer(tmp_path, cfg, n=8)
+    images, targets = next(iter(trainer.loader))
+    # reference: the resizer's generator is seeded with the config seed (3); one draw of
+    # sizes[randint(3)] per 2 batches
+    g = torch.Generator().manual_seed(3)
+    draws = [[8, 12, 16][int(torch.randint(3, (1,), generator=g))] for _ in range(3)]
+    seen = [trainer.batch_transform(images, targets)[0][0].shape[-1] for _ in range(6)]
+    assert seen == [d for d in draws for _ in range(2)]
+    assert tiny_trainer(tmp_path / "off", tiny_config(), n=8).batch_transform is None
+
+
+class _Flat:
+    """Raw images of constant value per index (10, 80, 160, 250), 16 x 16, one box each."""
+
+    values = (10, 80, 160, 250)
+    transforms = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, dict]:
+        image = np.full((16, 16, 3), self.values[index], np.uint8)
+        return image, {"boxes": np.array([[2.0, 2.0, 14.0, 14.0]], np.float32),
+                       "labels": np.array([index + 1]), "weights": np.ones(1, np.float32),
+                       "image_id": index + 1}
+
+
+def test_mixup_switch_blends_two_images() -> None:
+    cfg = tiny_config(data={"mixup": {"enabled": True, "prob": 1.0, "alpha": 1.5}})
+    image, target = _wrap_mixing(_Flat(), cfg).load_raw(0)
+    # partner: one of the other three; weights lam and 1 - lam; every pixel is
+    # rint(lam * 10 + (1 - lam) * partner's value)
+    lam = float(target["weights"][0])
+    partner = int(target["labels"][1]) - 1
+    assert 0 < lam < 1 and float(target["weights"].sum()) == pytest.approx(1.0)
+    assert (image == np.rint(lam * 10 + (1 - lam) * _Flat.values[partner])).all()
+    plain, _ = _wrap_mixing(_Flat(), tiny_config()).load_raw(0)
+    assert (plain == 10).all()  # switched off: the image itself
+
+
+@pytest.mark.filterwarnings("ignore:mosaic dropped")
+def test_mosaic_switch_patches_four_images() -> None:
+    # beta 50: the cut point ~ 16 * Beta(50, 50) lies near the centre (8, 8)
+    cfg = tiny_config(data={"img_size": 16, "mosaic": {"enabled": True, "prob": 1.0,
+                                                       "beta": 50.0}})
+    image, target = _wrap_mixing(_Flat(), cfg).load_raw(2)
+    # four constant patches: image 2 (value 160) top-left, drawn images elsewhere; each
+    # box kept (boxes cut too much are dropped) carries the label of a patch's source
+    assert image.shape == (16, 16, 3) and image[0, 0, 0] == 160
+    bw = int(np.argmax(image[0, :, 0] != 160)) or 16
+    bh = int(np.argmax(image[:, 0, 0] != 160)) or 16
+    assert 4 <= bw <= 12 and 4 <= bh <= 12
+    patches = (image[:bh, :bw], image[:bh, bw:], image[bh:, :bw], image[bh:, bw:])
+    values = [int(np.unique(p)[0]) for p in patches]
+    assert all(len(np.unique(p)) == 1 for p in patches)
+    assert len(set(values)) > 1  # not the plain image 2
+    labels = {int(v) for v in target["labels"]}
+    assert labels and labels <= {_Flat.values.index(v) + 1 for v in values}
+    assert type(_wrap_mixing(_Flat(), tiny_config())) is _Flat  # switched off: unwrapped
+
+
+def test_copy_paste_options_reach_the_training_transforms() -> None:
+    # background 40, one 6 x 4 object of value 200; the config's options (one copy, no
+    # jitter, feather 1) reach the pasted pixels: border ring rint(0.5 * 40 + 0.5 * 200)
+    # = 120, inside 200 (edge_alpha arithmetic in tests/data/test_copy_paste.py)
+    options = {"num_copies": 1, "scale_jitter": 0.0, "feather": 1, "seed": 0}
+    cfg = tiny_config(data={"copy_paste": {"enabled": True, "options": options}})
+    pipeline = build_transforms(_transform_list(cfg), 32, train=True, seed=0, to_tensor=False)
+    image = np.full((32, 32, 3), 40, np.uint8)
+    image[4:8, 4:10] = 200
+    target = {"boxes": np.array([[4, 4, 10, 8]], np.float32), "labels": np.array([1])}
+    out_img, out = pipeline(image, target)
+    assert len(out["boxes"]) == 2
+    x1, y1, x2, y2 = np.asarray(out["boxes"][1]).astype(int)
+    expected = np.full((4, 6, 3), 120, np.uint8)
+    expected[1:3, 1:5] = 200
+    np.testing.assert_array_equal(out_img[y1:y2, x1:x2], expected)
+    assert _transform_list(tiny_config()) == []  # switched off: no paste step

@@ -224,3 +224,27 @@ def test_loop_epochs_lr_and_clipped_grad_norm_follow_the_formulas(tmp_path: Path
     for r, after in zip(records, clipped, strict=True):
         assert r["grad_norm"] > 0.01
         assert after == pytest.approx(0.01 * r["grad_norm"] / (r["grad_norm"] + 1e-6), rel=1e-4)
+
+
+@pytest.mark.parametrize("tau", [0.0, 2.0])
+def test_ema_switch_averages_the_trained_weights(tmp_path: Path, tau: float) -> None:
+    # after each step: ema = d ema + (1 - d) w, with d = 0.9 (tau 0) or
+    # d_t = 0.9 (1 - exp(-t / 2)) (tau 2, t = 1, 2, 3); ema starts at the initial weights
+    cfg = tiny_config(schedule={"max_iters": 3},
+                      train={"ema": {"enabled": True, "decay": 0.9, "tau": tau}})
+    trainer = tiny_trainer(tmp_path, cfg)
+    expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    def after_step(losses: object) -> None:
+        t = trainer.state.global_iter
+        d = 0.9 if tau == 0 else 0.9 * (1 - math.exp(-t / tau))
+        for k, w in trainer.model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * w
+    trainer.after_step = after_step
+    trainer.train()
+    ema = trainer.ema.module.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(ema[k], v)
+    # the averaged weights differ from the last trained ones
+    assert any(not torch.allclose(ema[k], w) for k, w in trainer.model.state_dict().items())
+    off = tiny_trainer(tmp_path / "off", tiny_config(train={"ema": {"enabled": False}}))
+    assert off.ema is None
