@@ -104,25 +104,47 @@ def test_empty_target_image_trains() -> None:
 
 @pytest.mark.parametrize(("use_cem", "use_sam"), [(False, True), (True, False), (False, False)])
 def test_ablation_switches(use_cem: bool, use_sam: bool) -> None:
+    torch.manual_seed(0)
     model = thundernet_lite(3, use_cem=use_cem, use_sam=use_sam, rcnn_batch_size_per_image=32)
     assert isinstance(model.neck, CEM if use_cem else C4Projection)
     assert (model.sam is None) != use_sam
     losses = model.train()(_images(size=64), _targets())
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
     sum(losses.values()).backward()
+    model.eval()
     with torch.no_grad():
-        out = model.eval()(_images(size=64))
+        features = model.feature_map(model.transform(_images(size=64)).tensor)
+        rpn_features = model.rpn.head(features)[0]
+        pooled_from = model.roi_features(features, rpn_features)
+        # the R-CNN pools the SAM output F * sigmoid(BN(1x1(F_rpn))), or F itself without SAM
+        if use_sam:
+            attention = torch.sigmoid(model.sam.bn(model.sam.conv(rpn_features)))
+            torch.testing.assert_close(pooled_from, features * attention)
+        else:
+            assert pooled_from is features
+        out = model(_images(size=64))
     assert len(out) == 2
 
 
-def test_roi_class_logits_shape() -> None:
+def test_roi_class_logits_rows_follow_images_then_boxes() -> None:
+    torch.manual_seed(5)
     model = thundernet_lite(5).eval()
+    images = _images(size=96)
     boxes = [
         torch.tensor([[0.0, 0.0, 50.0, 50.0]]),
         torch.tensor([[10.0, 10.0, 60.0, 60.0], [0.0, 0.0, 96.0, 96.0]]),
     ]
     with torch.no_grad():
-        logits = model.roi_class_logits(_images(size=96), boxes)
+        logits = model.roi_class_logits(images, boxes)
+        # reference: each image on its own through the same layers (both are 96 x 96, so
+        # the batch adds no padding); rows are image 0's box, then image 1's two boxes
+        rows = []
+        for image, b in zip(images, boxes, strict=True):
+            f = model.feature_map(model.transform([image]).tensor)
+            pooled = model.rcnn.head.pool(model.sam(f, model.rpn.head(f)[0]), [b])
+            rows.append(model.rcnn.head.cls_score(torch.relu(model.rcnn.head.fc(pooled))))
     assert logits.shape == (3, 6)  # K + 1 columns
+    torch.testing.assert_close(logits, torch.cat(rows), rtol=1e-4, atol=1e-5)
 
 
 def test_invalid_targets_raise() -> None:
