@@ -224,3 +224,22 @@ def test_paste_region_follows_the_letterbox_content_after_a_crop():
     paste = SmallObjectCopyPaste(max_area=1024.0, num_copies=1, seed=0)
     # orig_size x img_scale would claim 50 x 50; the real content is 20 x 50
     assert paste._region(canvas, out) == (20, 50)
+
+
+@pytest.mark.parametrize("feather", [0, 1])
+def test_feather_blends_the_pasted_border(feather):
+    # background 40, one 6 x 4 object of value 200 at (4, 4, 10, 8); one copy, no jitter.
+    # feather 1: edge_alpha ramps min(i + 1, n - i) / 2 -> 0.5 on the border ring, 1 inside,
+    # so border pixels become rint(0.5 * 40 + 0.5 * 200) = 120 and the inside stays 200.
+    # feather 0: a plain copy, all 200.
+    image = np.full((32, 32, 3), 40, np.uint8)
+    image[4:8, 4:10] = 200
+    target = {"boxes": np.array([[4, 4, 10, 8]], np.float32), "labels": np.array([1])}
+    cp = SmallObjectCopyPaste(num_copies=1, scale_jitter=0.0, feather=feather, seed=0)
+    out_img, out = cp(image, target)
+    assert len(out["boxes"]) == 2
+    x1, y1, x2, y2 = out["boxes"][1].astype(int)
+    assert (x2 - x1, y2 - y1) == (6, 4)
+    expected = np.full((4, 6, 3), 200 if feather == 0 else 120, np.uint8)
+    expected[1:3, 1:5] = 200
+    np.testing.assert_array_equal(out_img[y1:y2, x1:x2], expected)

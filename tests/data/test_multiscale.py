@@ -93,3 +93,18 @@ def test_resizer_every_and_resume():
     assert [r3(images, targets)[0][0].shape[-1] for _ in range(4)] == seen[2:]
     with pytest.raises(ValueError):
         MultiScaleResizer([], seed=0)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_resizer_draws_a_new_size_every_n_batches(every):
+    sizes = [8, 12, 16, 20]
+    # reference: one draw of sizes[randint(4)] from the seeded generator per group of
+    # `every` batches, each size used for `every` consecutive batches
+    g = torch.Generator().manual_seed(5)
+    draws = [sizes[int(torch.randint(4, (1,), generator=g))] for _ in range(12 // every)]
+    expected = [d for d in draws for _ in range(every)]
+    assert len(set(expected)) > 1  # the seed gives several sizes, so the check has teeth
+    r = MultiScaleResizer(sizes, seed=5, every=every)
+    images, targets = batch(size=16, n=1)
+    seen = [r(images, targets)[0][0].shape[-1] for _ in range(12)]
+    assert seen == expected

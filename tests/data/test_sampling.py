@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -146,3 +147,112 @@ def test_from_coco_dataset_uses_ids_order():
     sampler = SmallObjectOversampler.from_coco_dataset(FakeDataset(), repeat=4, shuffle=False)
     # dataset index 0 is image 9 (small object): 4 copies; index 1 once
     assert sampler.small_counts == [1, 0] and list(sampler) == [0, 0, 0, 0, 1]
+
+
+def test_defaults_seed_zero_and_repeat_two():
+    # defaults: repeat 2, seed 0, shuffle on; the order is the (seed 0, epoch 0) reference:
+    # factors 1, 2, 1 -> [0, 1, 1, 2] permuted by a generator seeded 0 * 1_000_003 + 0
+    sampler = SmallObjectOversampler([0, 3, 0])
+    g = torch.Generator().manual_seed(0)
+    expected = np.array([0, 1, 1, 2])[torch.randperm(4, generator=g).numpy()]
+    assert list(sampler) == expected.tolist()
+    assert list(RepeatFactorSampler([1.0, 2.0, 1.0])) == expected.tolist()
+
+
+def test_integer_factors_draw_nothing_before_the_shuffle():
+    # all-integer factors: the permutation is the generator's first draw
+    sampler = RepeatFactorSampler([1.0, 3.0, 0.0, 2.0], seed=4)
+    g = torch.Generator().manual_seed(4 * 1_000_003)
+    repeated = np.array([0, 1, 1, 1, 3, 3])
+    assert sampler.epoch_indices().tolist() == repeated[torch.randperm(6, generator=g)].tolist()
+
+
+def test_repeated_indices_without_a_generator_use_the_epoch_seed():
+    factors = [1.5, 0.5, 2.25]
+    sampler = RepeatFactorSampler(factors, seed=6)
+    sampler.set_epoch(1)
+    g = torch.Generator().manual_seed(6 * 1_000_003 + 1)
+    draws = torch.rand(3, generator=g, dtype=torch.float64).numpy()
+    counts = np.floor(factors).astype(int) + (draws < np.array(factors) % 1)
+    torch.manual_seed(123)  # the global stream must play no part
+    assert sampler.repeated_indices().tolist() == np.repeat(np.arange(3), counts).tolist()
+
+
+def test_factor_validation_and_single_image():
+    assert list(RepeatFactorSampler([1.0], shuffle=False)) == [0]  # one image is fine
+    assert list(RepeatFactorSampler([[2.0], [0.0]], shuffle=False)) == [0, 0]  # flattened
+    assert list(RepeatFactorSampler([0.0, 1.0], shuffle=False)) == [1]  # 0 drops an image
+    for bad in ([], [1.0, -0.5], [1.0, float("inf")], [float("nan")]):
+        with pytest.raises(ValueError, match="finite values >= 0"):
+            RepeatFactorSampler(bad)
+    with pytest.raises(ValueError, match="nothing to sample"):
+        RepeatFactorSampler([0.0, 0.0]).epoch_indices()
+    assert list(SmallObjectOversampler([0, 1], repeat=1, shuffle=False)) == [0, 1]
+    with pytest.raises(ValueError, match="counts must be >= 0"):
+        SmallObjectOversampler([0, -1])
+    with pytest.raises(ValueError, match="repeat must be >= 1"):
+        SmallObjectOversampler([0, 1], repeat=0)
+
+
+def test_state_dict_keys_defaults_and_start_bounds():
+    sampler = RepeatFactorSampler([1.0, 2.0, 1.0], seed=5, num_replicas=2, rank=0)
+    sampler.set_epoch(2)
+    sampler.set_start_index(1)
+    assert sampler.state_dict() == {"epoch": 2, "start_index": 1, "seed": 5}
+    other = RepeatFactorSampler([1.0, 2.0, 1.0], seed=5, num_replicas=2, rank=0)
+    other.load_state_dict({"epoch": 2})  # seed and start_index may be left out
+    assert (other.epoch, other.start_index) == (2, 0)
+    other.load_state_dict({"epoch": 2, "start_index": 1})
+    assert list(other) == list(sampler)
+    # per rank 4 / 2 = 2 indices: start 0 and 2 (the end) are valid, 3 is not
+    sampler.set_start_index(0)
+    sampler.set_start_index(2)
+    assert list(sampler) == [] and len(sampler) == 0
+    with pytest.raises(ValueError, match="outside this rank's epoch"):
+        sampler.set_start_index(3)
+    with pytest.raises(ValueError, match="state seed 9 != sampler seed 5"):
+        other.load_state_dict({"epoch": 0, "seed": 9})
+
+
+def test_padding_only_when_the_list_does_not_divide():
+    # 4 indices over 2 ranks: no padding; 5 over 2: one index wraps around
+    even = RepeatFactorSampler([1.0, 1.0, 2.0], shuffle=False, num_replicas=2, rank=0)
+    assert even.epoch_indices().tolist() == [0, 1, 2, 2]
+    odd = RepeatFactorSampler([1.0, 1.0, 3.0], shuffle=False, num_replicas=2, rank=0)
+    assert odd.epoch_indices().tolist() == [0, 1, 2, 2, 2, 0]
+
+
+def test_counts_from_a_json_path_with_missing_fields(tmp_path):
+    # no "area" -> bbox w * h (5 x 20 = 100, not 20 x 20); no "iscrowd" -> not crowd;
+    # area 0.5 (in (0, 1)) still counts; at input 64 an image of 128 px scales areas by 1/4
+    # and one of 10 px by 6.4^2 = 40.96 (0.5 -> 20.48)
+    coco = {
+        "images": [{"id": 1, "height": 128, "width": 128}, {"id": 2, "height": 10, "width": 10}],
+        "annotations": [
+            {"image_id": 1, "bbox": [0, 0, 5, 20]},  # 100 -> 25 at s = 0.5
+            {"image_id": 1, "bbox": [0, 0, 64, 64], "area": 4096.0},  # 1024 at s = 0.5: no
+            {"image_id": 2, "bbox": [0, 0, 1, 1], "area": 0.5},
+            {"image_id": 2, "bbox": [0, 0, 9, 9], "area": 81.0, "iscrowd": 1},
+        ],
+    }
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    assert small_object_counts_from_coco(str(path), [1, 2], max_area=30.0) == [0, 1]
+    assert small_object_counts_from_coco(path, [1, 2], input_size=64, max_area=30.0) == [1, 1]
+    # raw resolution, max_area 101: the 5 x 20 box (100) and the 0.5 one count
+    assert small_object_counts_from_coco(coco, [1, 2], max_area=101.0) == [1, 1]
+    assert small_object_counts_from_coco({"images": coco["images"]}, [2, 1]) == [0, 0]
+
+
+def test_from_coco_dataset_passes_input_size_and_max_area():
+    class FakeDataset:
+        coco = type("C", (), {"dataset": {
+            "images": [{"id": 1, "height": 100, "width": 100}],
+            "annotations": [{"image_id": 1, "bbox": [0, 0, 10, 10], "area": 100.0}]}})()
+        ids = [1]
+
+    # at input 50 (s = 0.5) the area is 25: small for max_area 30; raw 100 is not
+    s = SmallObjectOversampler.from_coco_dataset(FakeDataset(), input_size=50, max_area=30.0)
+    assert s.small_counts == [1]
+    raw = SmallObjectOversampler.from_coco_dataset(FakeDataset(), max_area=30.0)
+    assert raw.small_counts == [0]

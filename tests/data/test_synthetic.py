@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -89,15 +88,6 @@ def test_files_match_renderer_and_negatives_exist(tmp_path):
     _, report = validate_coco(paths["train"], log=None)
     assert report.counts["unreadable_image"] == 0 and report.counts["degenerate_box"] == 0
     assert report.counts["clipped_box"] == 0
-
-
-def test_generation_speed(tmp_path):
-    start = time.process_time()
-    generate_synthetic_coco(tmp_path, num_images=100, image_size=320, seed=0)
-    rate = 100 / (time.process_time() - start)
-    # CPU time, not wall time: the test machine is shared. About 280-330 images per CPU
-    # second were measured; the bound leaves room for slower machines.
-    assert rate > 120, f"{rate:.0f} images per CPU second"
 
 
 def test_cli_writes_dataset(tmp_path, capsys):

@@ -171,3 +171,80 @@ def test_resume_without_ema_in_checkpoint_starts_ema_from_resumed_weights(tmp_pa
     for key, value in resumed.ema.module.state_dict().items():
         assert torch.equal(value, model_state[key]), key
     assert resumed.ema.updates == 0
+
+
+class _RecordingDetector(TinyDetector):
+    """TinyDetector that records the image ids of every training batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[int]] = []
+
+    def forward(self, images, targets=None):  # type: ignore[override]
+        if self.training and targets is not None:
+            self.seen.append([int(t["image_id"]) for t in targets])
+        return super().forward(images, targets)
+
+
+def test_loop_epochs_lr_and_clipped_grad_norm_follow_the_formulas(tmp_path: Path) -> None:
+    # 18 images, batches of 4 (last partial batch dropped): 18 // 4 = 4 iterations per epoch;
+    # 10 iterations -> epochs 0, 0, 0, 0, 1, 1, 1, 1, 2, 2
+    cfg = tiny_config(optim={"clip_grad_norm": 0.01, "base_lr": 0.5, "base_batch_size": 4,
+                             "scale_lr": True},
+                      schedule={"max_iters": 10, "warmup": "linear", "warmup_iters": 3,
+                                "warmup_factor": 0.1, "decay": "cosine", "min_lr_ratio": 0.0},
+                      train={"ema": {"enabled": False}})
+    model = _RecordingDetector()
+    trainer = tiny_trainer(tmp_path, cfg, n=18, model=model)
+    clipped: list[float] = []
+    trainer.after_step = lambda losses: clipped.append(float(torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))))
+    trainer.train()
+    records = [r for r in read_jsonl(tmp_path / "log.jsonl") if r["kind"] == "train"]
+    assert [r["iter"] for r in records] == list(range(1, 11))
+    assert [r["epoch"] for r in records] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    # every image at most once per epoch, 16 of the 18 in each full epoch, a new order
+    # each epoch
+    epochs = [sum(model.seen[e * 4:(e + 1) * 4], []) for e in range(2)]
+    for ids in epochs:
+        assert len(ids) == 16 and len(set(ids)) == 16 and set(ids) <= set(range(1, 19))
+    assert epochs[0] != epochs[1]
+    # lr = 0.5 (0.5 x 4 / 4, linear scaling) x factor: linear warmup 0.1 + 0.9 it / 3 for
+    # it < 3, then 0.5 (1 + cos(pi (it - 3) / 7)) until max_iters 10 (0-based it)
+    def expected_lr(it: int) -> float:
+        if it < 3:
+            return 0.5 * (0.1 + 0.9 * it / 3)
+        return 0.5 * 0.5 * (1 + math.cos(math.pi * (it - 3) / 7))
+
+    for r in records:
+        assert r["lr"] == pytest.approx(expected_lr(r["iter"] - 1), rel=1e-9)
+    # the logged norm is the one before clipping; the applied gradients have norm
+    # min(norm, 0.01) (torch scales by 0.01 / (norm + 1e-6))
+    assert len(clipped) == 10
+    for r, after in zip(records, clipped, strict=True):
+        assert r["grad_norm"] > 0.01
+        assert after == pytest.approx(0.01 * r["grad_norm"] / (r["grad_norm"] + 1e-6), rel=1e-4)
+
+
+@pytest.mark.parametrize("tau", [0.0, 2.0])
+def test_ema_switch_averages_the_trained_weights(tmp_path: Path, tau: float) -> None:
+    # after each step: ema = d ema + (1 - d) w, with d = 0.9 (tau 0) or
+    # d_t = 0.9 (1 - exp(-t / 2)) (tau 2, t = 1, 2, 3); ema starts at the initial weights
+    cfg = tiny_config(schedule={"max_iters": 3},
+                      train={"ema": {"enabled": True, "decay": 0.9, "tau": tau}})
+    trainer = tiny_trainer(tmp_path, cfg)
+    expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    def after_step(losses: object) -> None:
+        t = trainer.state.global_iter
+        d = 0.9 if tau == 0 else 0.9 * (1 - math.exp(-t / tau))
+        for k, w in trainer.model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * w
+    trainer.after_step = after_step
+    trainer.train()
+    ema = trainer.ema.module.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(ema[k], v)
+    # the averaged weights differ from the last trained ones
+    assert any(not torch.allclose(ema[k], w) for k, w in trainer.model.state_dict().items())
+    off = tiny_trainer(tmp_path / "off", tiny_config(train={"ema": {"enabled": False}}))
+    assert off.ema is None

@@ -120,3 +120,91 @@ def test_zero_area_ground_truth_never_matches():
 def test_bad_thresholds():
     with pytest.raises(ValueError, match="low"):
         Matcher(high=0.3, low=0.5)
+
+
+def test_iou_exactly_at_each_threshold():
+    # gt (0, 0, 10, 10); anchors of height 5 and 4 inside it: IoU 50 / 100 = 0.5 exactly and
+    # 40 / 100 = 0.4 exactly (both exact in float32 arithmetic, as the thresholds are).
+    # The rule: IoU >= high is positive, IoU < low negative, [low, high) ignored.
+    anchors = _t([[0, 0, 10, 5], [0, 0, 10, 4], [0, 0, 10, 3.9]])
+    gt = _t([[0, 0, 10, 10]])
+    out = Matcher(high=0.5, low=0.4, allow_low_quality_matches=False)(anchors, gt)
+    assert out.tolist() == [0, IGNORE, NEGATIVE]  # 0.5 -> positive, 0.4 -> ignore, 0.39 -> neg
+    # high == low == 0.4 (the R-CNN form): 0.4 is positive, below it negative
+    out = Matcher(high=0.4, low=0.4, allow_low_quality_matches=False)(anchors, gt)
+    assert out.tolist() == [0, 0, NEGATIVE]
+
+
+def test_intersection_over_anchor_non_square_region_and_sub_pixel_anchor():
+    # region (0, 0, 5, 20): x2 = 5 differs from y2 = 20. a0 (4, 1, 6, 3), area 4: the
+    # intersection is x [4, 5] x y [1, 3] = 2 -> 0.5. a1 (0.5, 0.5, 1, 1), area 0.25, lies
+    # inside -> 1. a2 (6, 0, 8, 2) is right of the region -> 0.
+    anchors = _t([[4, 1, 6, 3], [0.5, 0.5, 1, 1], [6, 0, 8, 2]])
+    iof = intersection_over_anchor(anchors, _t([[0, 0, 5, 20]])).flatten()
+    assert iof.tolist() == pytest.approx([0.5, 1.0, 0.0])
+
+
+def test_empty_ignore_boxes_change_nothing():
+    anchors = _t([[0, 0, 10, 10], [0, 0, 10, 4.5], [30, 30, 40, 40]])
+    gt = _t([[0, 0, 10, 10]])
+    plain = Matcher()(anchors, gt)
+    assert plain.tolist() == [0, IGNORE, NEGATIVE]  # IoU 1, 0.45, 0
+    assert Matcher()(anchors, gt, torch.zeros(0, 4)).tolist() == plain.tolist()
+
+
+def test_defaults_are_the_documented_ones():
+    # defaults: high 0.5, low 0.4, low-quality matches on, S3FD stage 1 0.35 / stage 2 0.1
+    anchors = _t([[0, 0, 10, 10], [20, 0, 30, 10]])
+    gt = _t([[0, 0, 10, 25]])  # IoU(a0) = 100 / 250 = 0.4: ignored, then claimed (best)
+    assert Matcher()(anchors, gt).tolist() == [0, NEGATIVE]
+    scale_anchors, scale_gt = _scale_case()
+    out = Matcher(allow_low_quality_matches=False, scale_compensation=True)(scale_anchors,
+                                                                            scale_gt)
+    assert out.tolist() == [0, 0, 0, 1, 1, NEGATIVE, NEGATIVE]  # as with explicit values
+
+
+def test_threshold_validation_bounds():
+    Matcher(high=0.5, low=0.0)  # low may be 0
+    Matcher(high=1.0, low=0.5)  # high may be 1
+    # with scale compensation the positive threshold is stage1 (0.35) and low drops to it
+    m = Matcher(high=0.3, low=0.4, scale_compensation=True)
+    assert m.low == 0.35
+    with pytest.raises(ValueError, match="low"):
+        Matcher(high=1.5, low=0.5)
+    with pytest.raises(ValueError, match="low"):
+        Matcher(high=0.5, low=-0.1)
+
+
+def test_scale_compensation_stage_one_uses_its_own_threshold():
+    # IoU with gt (0, 0, 10, 10): a0 (0, 0, 10, 4) = 0.4, a1 (0, 0, 10, 4.5) = 0.45; both
+    # reach stage 1's 0.35 (below high = 0.5), so both are positive and stage 2 adds nothing
+    anchors = _t([[0, 0, 10, 4], [0, 0, 10, 4.5]])
+    m = Matcher(high=0.5, low=0.3, allow_low_quality_matches=False, scale_compensation=True,
+                stage1_threshold=0.35)
+    assert m(anchors, _t([[0, 0, 10, 10]])).tolist() == [0, 0]
+
+
+def test_low_quality_matches_with_several_boxes():
+    # a0 has IoU 0.4 with g0 only, a1 0.4 with g1 only (both in the ignore band [0.3, 0.5)),
+    # a2 overlaps nothing; each box claims its best anchor
+    anchors = _t([[0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60]])
+    gt = _t([[0, 0, 10, 25], [20, 0, 30, 25]])
+    m = Matcher(high=0.5, low=0.3, allow_low_quality_matches=True)
+    assert m(anchors, gt).tolist() == [0, 1, NEGATIVE]
+
+
+def test_scale_compensation_takes_exactly_n_anchors():
+    # G0 = a0 (stage 1), tiny G1 none: mean (1 + 0) / 2 = 0.5 -> N = floor(1.0) = 1.
+    # G1's candidates: a1 (IoU 0.25) and a2 (0.176): only the top one is taken
+    anchors = _t([[0, 0, 16, 16], [36, 36, 52, 52], [42, 40, 58, 56]])
+    gt = _t([[0, 0, 16, 16], [40, 40, 48, 48]])
+    m = Matcher(allow_low_quality_matches=False, scale_compensation=True)
+    assert m(anchors, gt).tolist() == [0, 1, NEGATIVE]
+
+
+def test_stage_two_needs_iou_above_its_minimum():
+    # stage2_min_iou 0.25: a3, a4 have IoU exactly 64 / 256 = 0.25 with G1, not above it
+    anchors, gt = _scale_case()
+    m = Matcher(high=0.5, low=0.4, allow_low_quality_matches=False, scale_compensation=True,
+                stage2_min_iou=0.25)
+    assert m(anchors, gt).tolist() == [0, 0, 0] + [NEGATIVE] * 4

@@ -1,5 +1,7 @@
 """Post-processing: top-k selection by hand, and the full chain against torchvision."""
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -108,3 +110,77 @@ def test_non_finite_candidates_are_dropped_with_a_warning(kind):
     assert out["scores"][0].item() == pytest.approx(0.9)
     if kind != "soft_nms":  # soft-NMS decays row 2 instead of dropping it
         assert out["scores"].tolist() == pytest.approx([0.9])
+
+
+# Two same-class boxes that overlap (IoU 7/13) but have distant centres, so the NMS kinds
+# disagree. A = (0, 0, 20, 4), B = (6, 0, 26, 4): intersection 14 x 4 = 56, union
+# 80 + 80 - 56 = 104, IoU = 56 / 104 = 0.53846 > 0.5. Centres (10, 2) and (16, 2):
+# rho^2 = 36; enclosing box (0, 0, 26, 4): c^2 = 26^2 + 4^2 = 692; DIoU criterion
+# 0.53846 - 36 / 692 = 0.48644 <= 0.5. Soft-NMS (gaussian, sigma 0.5) decays B by
+# exp(-0.53846^2 / 0.5) = exp(-98 / 169) = 0.55997.
+OVERLAP_A_B = torch.tensor([[0.0, 0.0, 20.0, 4.0], [6.0, 0.0, 26.0, 4.0]])
+SOFT_DECAY = math.exp(-98.0 / 169.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "expected_scores"),
+    [
+        ("nms", {}, [0.9]),  # IoU 0.538 > 0.5: B dropped
+        ("diou_nms", {}, [0.9, 0.8]),  # DIoU criterion 0.486 <= 0.5: B kept
+        ("soft_nms", {}, [0.9, 0.8 * SOFT_DECAY]),  # B kept with a decayed score
+        ("cluster_nms", {}, [0.9]),  # the IoU kind of Cluster-NMS equals greedy NMS
+        ("cluster_nms", {"cluster_kind": "diou"}, [0.9, 0.8]),
+    ],
+)
+def test_nms_kind_changes_overlapping_detections(kind, kwargs, expected_scores):
+    scores = torch.tensor([[0.9, 0.0], [0.8, 0.0]])
+    cfg = PostprocessConfig(nms=kind, nms_threshold=0.5, nms_kwargs=kwargs)
+    out = postprocess_image([scores], [OVERLAP_A_B], (10, 30), cfg)
+    assert out["scores"].tolist() == pytest.approx(expected_scores, rel=1e-5)
+    assert out["boxes"].tolist() == OVERLAP_A_B[: len(expected_scores)].tolist()
+    assert out["labels"].tolist() == [1] * len(expected_scores)
+
+
+def test_callable_nms_gets_the_candidates_and_its_choice_is_kept():
+    # a callable NMS receives the clipped candidate boxes, their scores, labels and the
+    # configured threshold; what it keeps (with its scores) is the output, best first
+    calls = []
+
+    def keep_lowest(boxes, scores, labels, threshold):
+        calls.append((boxes.clone(), scores.clone(), labels.clone(), threshold))
+        order = torch.argsort(scores)  # the two lowest, deliberately not the greedy choice
+        return order[:2], scores[order[:2]] / 2
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [-5, -5, 30, 30]])
+    scores = torch.tensor([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7]])
+    cfg = PostprocessConfig(nms=keep_lowest, nms_threshold=0.3)
+    out = postprocess_image([scores], [boxes], (20, 25), cfg)
+    (got_boxes, got_scores, got_labels, threshold), = calls
+    assert threshold == 0.3
+    assert got_scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert got_labels.tolist() == [1, 1, 2]
+    assert got_boxes[2].tolist() == [0.0, 0.0, 25.0, 20.0]  # clipped before the NMS
+    # kept: candidates 2 (0.7 -> 0.35) and 1 (0.8 -> 0.4), sorted by the new scores
+    assert out["scores"].tolist() == pytest.approx([0.4, 0.35])
+    assert out["labels"].tolist() == [1, 2]
+    assert out["boxes"].tolist() == [[1.0, 0.0, 11.0, 10.0], [0.0, 0.0, 25.0, 20.0]]
+
+
+def test_score_equal_to_the_threshold_is_dropped_and_levels_must_pair():
+    # 0.25 is exact in float32: "above the threshold" leaves it out even with room to spare
+    scores = torch.tensor([[0.25], [0.5]])
+    boxes = torch.tensor([[0.0, 0, 4, 4], [10, 10, 14, 14]])
+    rows, labels, top = select_topk(scores, score_threshold=0.25, topk=10)
+    assert rows.tolist() == [1] and top.tolist() == [0.5]
+    with pytest.raises(ValueError):
+        postprocess_image([scores, scores], [boxes], (20, 20), PostprocessConfig())
+
+
+def test_one_candidate_and_one_detection_are_valid_limits():
+    cfg = PostprocessConfig(topk_candidates=1, max_detections=1, score_threshold=0.0)
+    boxes = torch.tensor([[0.0, 0, 4, 4], [10, 10, 14, 14]])
+    out = postprocess_image([torch.tensor([[0.3], [0.6]])], [boxes], (20, 20), cfg)
+    assert out["scores"].tolist() == pytest.approx([0.6])
+    for bad in ({"topk_candidates": 0}, {"max_detections": 0}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            PostprocessConfig(**bad)

@@ -141,3 +141,23 @@ def test_half_precision_is_upcast():
     out = complete_box_iou(b1.half(), b2.half())
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, complete_box_iou(b1.half().float(), b2.half().float()))
+
+
+def test_batched_shapes_sub_pixel_areas_and_small_box_bounds():
+    # [2, 3, 4] boxes: formats, area and clipping work on the last axis whatever the batch
+    xyxy = torch.tensor([[[1.0, 2, 4, 8], [0, 0, 1, 1], [5, 5, 9, 6]],
+                         [[2.0, 1, 3, 5], [-2, -3, 30, 40], [7, 7, 7, 7]]])
+    xywh = box_convert(xyxy, "xyxy", "xywh")
+    assert xywh[0, 0].tolist() == [1.0, 2.0, 3.0, 6.0]  # (x1, y1, w = 4 - 1, h = 8 - 2)
+    cxcywh = box_convert(xywh, "xywh", "cxcywh")
+    assert cxcywh[1, 0].tolist() == [2.5, 3.0, 1.0, 4.0]
+    torch.testing.assert_close(box_convert(cxcywh, "cxcywh", "xyxy"), xyxy)
+    clipped = clip_boxes_to_image(xyxy, (20, 10))  # (height, width)
+    assert clipped[1, 1].tolist() == [0.0, 0.0, 10.0, 20.0] and clipped.shape == (2, 3, 4)
+    # sides below one pixel: 0.5 x 0.25 = 0.125
+    assert box_area(torch.tensor([[0.0, 0.0, 0.5, 0.25]])).tolist() == [0.125]
+    # non-square boxes away from the origin; sides equal to min_size are kept
+    b = torch.tensor([[10.0, 2, 12, 30], [3, 20, 40, 21.5], [5, 5, 7, 7]])
+    # widths 2, 37, 2; heights 28, 1.5, 2
+    assert remove_small_boxes(b, 2.0).tolist() == [0, 2]
+    assert remove_small_boxes(b, 1.5).tolist() == [0, 1, 2]

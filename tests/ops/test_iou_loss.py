@@ -250,3 +250,29 @@ def test_ciou_gradient_at_minus_eps_height_by_hand():
     v = 4 / math.pi**2 * (math.atan(2.0) - math.pi / 2) ** 2
     assert loss.item() == pytest.approx(1 + 0.25 / 5 + v * v / (1 + v), rel=1e-5)
     assert torch.isfinite(p.grad).all()
+
+
+def test_module_defaults_eps_and_one_box_mean():
+    pred = torch.tensor([[0.0, 0.0, 4.0, 2.0], [1.0, 1.0, 3.0, 5.0]])
+    target = torch.tensor([[1.0, 0.0, 5.0, 3.0], [0.0, 2.0, 3.0, 4.0]])
+    # defaults: CIoU, mean, weight 1
+    torch.testing.assert_close(IoULoss()(pred, target), ciou_loss(pred, target).mean())
+    for kind, fn in (("iou", iou_loss), ("giou", giou_loss), ("diou", diou_loss)):
+        torch.testing.assert_close(IoULoss(kind)(pred, target), fn(pred, target).mean())
+    # eps reaches the loss: IoU = inter / (union + eps); a large eps changes it
+    big = IoULoss("iou", eps=10.0)(pred[:1], target[:1])
+    # box 0: inter (1..4) x (0..2) = 6, union 8 + 12 - 6 = 14: 1 - 6 / 24
+    torch.testing.assert_close(big, torch.tensor(1 - 6 / 24))
+    # "mean" of one box is that box's loss, not zero
+    one = iou_loss(pred[:1], target[:1], reduction="mean")
+    torch.testing.assert_close(one, torch.tensor(1 - 6 / 14))
+
+
+def test_smooth_l1_is_per_box():
+    fn = box_loss_fn("smooth_l1")
+    a = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    b = torch.zeros(2, 4)
+    # beta 1/9: |d| = 1 >= 1/9 -> 1 - 1/18 for box 1, 0 for box 0
+    loss = fn(a, b)
+    assert loss.shape == (2,)
+    torch.testing.assert_close(loss, torch.tensor([0.0, 1 - 1 / 18]))

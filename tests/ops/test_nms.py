@@ -341,3 +341,141 @@ def test_every_dtype_works_and_agrees(dtype):
         scores.dtype if dtype.is_floating_point else torch.float32)
     with pytest.raises(ValueError, match="finite number"):
         diou_nms(boxes, scores, float("nan"))
+
+
+def ref_soft_nms(boxes, scores, method="gaussian", sigma=0.5, iou_threshold=0.3,
+                 score_threshold=0.001, classes=None) -> tuple[list[int], list[float]]:
+    """Textbook Soft-NMS in plain Python: take the best live box, decay its class's others."""
+    b, s = boxes.tolist(), [float(v) for v in scores.tolist()]
+    c = classes.tolist() if classes is not None else [0] * len(s)
+    alive = [v >= score_threshold for v in s]
+    keep, kept = [], []
+    while any(alive):
+        i = max((j for j in range(len(s)) if alive[j]), key=lambda j: (s[j], -j))
+        keep.append(i)
+        kept.append(s[i])
+        alive[i] = False
+        for j in range(len(s)):
+            if alive[j] and c[j] == c[i]:
+                iou = ref_criterion(b[i], b[j], False)
+                if method == "gaussian":
+                    s[j] *= math.exp(-iou * iou / sigma)
+                elif iou > iou_threshold:
+                    s[j] *= 1.0 - iou
+                if s[j] < score_threshold:
+                    alive[j] = False
+    return keep, kept
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"method": "linear", "iou_threshold": 0.4, "score_threshold": 0.2},
+     {"method": "gaussian", "sigma": 0.3, "score_threshold": 0.05}],
+    ids=["defaults", "linear", "gaussian-sigma"],
+)
+def test_soft_nms_equals_reference(seed, kwargs):
+    boxes, scores = clustered(60, seed, objects=5)
+    classes = torch.randint(0, 2, (60,), generator=torch.Generator().manual_seed(seed))
+    for idxs in (None, classes):
+        keep, new = soft_nms(boxes, scores, idxs=idxs, **kwargs)
+        ref_keep, ref_scores = ref_soft_nms(boxes, scores, classes=idxs, **kwargs)
+        assert keep.tolist() == ref_keep
+        torch.testing.assert_close(new, torch.tensor(ref_scores, dtype=new.dtype))
+
+
+def test_soft_nms_one_box_and_two_boxes():
+    # one box: kept with its score; two boxes: the second decays by exp(-IoU^2 / 0.5) with
+    # IoU((0, 0, 10, 10), (0, 0, 10, 5)) = 0.5 -> exp(-0.5)
+    keep, new = soft_nms(torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([0.7]))
+    assert keep.tolist() == [0] and new.tolist() == pytest.approx([0.7])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5]])
+    keep, new = soft_nms(boxes, torch.tensor([0.9, 0.8]))
+    assert keep.tolist() == [0, 1]
+    assert new.tolist() == pytest.approx([0.9, 0.8 * math.exp(-0.5)])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dispatcher_passes_every_option_and_the_classes(seed):
+    boxes, scores = clustered(90, seed, objects=6)
+    idxs = torch.randint(0, 3, (90,), generator=torch.Generator().manual_seed(seed))
+    # non-default options, each compared with the plain-Python reference
+    keep, kept = batched_nms_by_kind(boxes, scores, idxs, "diou_nms", 0.4, beta=0.6)
+    assert keep.tolist() == ref_greedy(boxes, scores, 0.4, True, beta=0.6, classes=idxs)
+    torch.testing.assert_close(kept, scores[keep])
+    keep, _ = batched_nms_by_kind(boxes, scores, idxs, "cluster_nms", 0.4, cluster_kind="diou",
+                                  beta=0.6)
+    assert keep.tolist() == ref_greedy(boxes, scores, 0.4, True, beta=0.6, classes=idxs)
+    keep, _ = batched_nms_by_kind(boxes, scores, idxs, "cluster_nms", 0.4)
+    assert keep.tolist() == ref_greedy(boxes, scores, 0.4, False, classes=idxs)
+    for options in ({"method": "linear", "score_threshold": 0.1},
+                    {"method": "gaussian", "sigma": 0.3, "score_threshold": 0.1}):
+        keep, kept = batched_nms_by_kind(boxes, scores, idxs, "soft_nms", 0.4, **options)
+        ref_keep, ref_scores = ref_soft_nms(boxes, scores, iou_threshold=0.4, classes=idxs,
+                                            **options)
+        assert keep.tolist() == ref_keep
+        torch.testing.assert_close(kept, torch.tensor(ref_scores, dtype=kept.dtype))
+    # the dispatcher's defaults: kind "nms", threshold 0.5; soft-NMS sigma 0.5, 0.001
+    keep, _ = batched_nms_by_kind(boxes, scores, idxs)
+    assert keep.tolist() == ref_greedy(boxes, scores, 0.5, False, classes=idxs)
+    keep, kept = batched_nms_by_kind(boxes, scores, idxs, "soft_nms")
+    ref_keep, ref_scores = ref_soft_nms(boxes, scores, iou_threshold=0.5, classes=idxs)
+    assert keep.tolist() == ref_keep
+
+
+def test_criterion_matrix_in_small_chunks_and_sub_pixel_boxes():
+    # boxes of 0.05 - 1.5 px (unions and enclosing diagonals below 1, overlaps below 1 px),
+    # row chunks of 7 over 23 boxes: every pair equals the plain-Python criterion
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(23, 2, generator=g) * 2
+    boxes = torch.cat([xy, xy + 0.05 + torch.rand(23, 2, generator=g) * 1.45], dim=1)
+    b = boxes.tolist()
+    for diou, beta in ((False, 1.0), (True, 1.0), (True, 0.5)):
+        got = nms_module.criterion_matrix(boxes, diou, beta, chunk=7)
+        ref = torch.tensor([[ref_criterion(p, q, diou, beta) for q in b] for p in b],
+                           dtype=torch.float64)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    # degenerate identical points: c^2 = 0, criterion 0; no boxes: a [0, 0] matrix
+    points = torch.tensor([[3.0, 3, 3, 3], [3, 3, 3, 3]])
+    assert nms_module.criterion_matrix(points, True).tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert nms_module.criterion_matrix(torch.zeros(0, 4), True).shape == (0, 0)
+
+
+@pytest.mark.parametrize("kind", ["nms", "diou_nms", "cluster_nms"])
+def test_criterion_equal_to_the_threshold_does_not_suppress(kind):
+    # IoU((0, 0, 10, 10), (0, 0, 10, 5)) = 0.5 exactly; a box is suppressed only when the
+    # criterion is > threshold; DIoU: 0.5 - 6.25 / 200 = 0.46875 (centres 2.5 apart,
+    # enclosing diagonal^2 = 200)
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5]])
+    keep, _ = batched_nms_by_kind(boxes, torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long),
+                                  kind, 0.5 if kind != "diou_nms" else 0.46875)
+    assert keep.tolist() == [0, 1]
+
+
+def test_single_box_and_equal_scores_keep_index_order():
+    one = torch.tensor([[1.0, 2, 5, 7]])
+    for fn in (nms, diou_nms):
+        assert fn(one, torch.tensor([0.3]), 0.5).tolist() == [0]
+    assert cluster_nms(one, torch.tensor([0.3]), 0.5).tolist() == [0]
+    # 64 identical boxes with one score: the first index survives (stable ranking)
+    same = torch.tensor([[0.0, 0, 10, 10]]).repeat(64, 1)
+    ties = torch.full((64,), 0.5)
+    assert diou_nms(same, ties, 0.5).tolist() == [0]
+    assert nms(same, ties, 0.5).tolist() == [0]
+    assert cluster_nms(same, ties, 0.5).tolist() == [0]
+
+
+def test_input_shapes_are_checked():
+    boxes, scores = clustered(10, 0)
+    with pytest.raises(ValueError, match=r"boxes must be \[N, 4\]"):
+        diou_nms(torch.zeros(10, 5), scores, 0.5)
+    with pytest.raises(ValueError, match=r"boxes must be \[N, 4\]"):
+        diou_nms(boxes[None], scores, 0.5)
+    with pytest.raises(ValueError, match=r"idxs must be \[10\]"):
+        batched_nms(boxes, scores, torch.zeros(9, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match=r"idxs must be \[10\]"):
+        batched_diou_nms(boxes, scores, torch.zeros(9, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match=r"idxs must be \[10\]"):
+        soft_nms(boxes, scores, idxs=torch.zeros(9, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"scores must be \[10\]"):
+        soft_nms(boxes, scores[:3])

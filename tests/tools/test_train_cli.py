@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.logging import read_jsonl
 
@@ -56,7 +54,6 @@ def test_config_errors_exit_before_work(tmp_path: Path) -> None:
 
 
 def test_demo_config_runs_end_to_end(tmp_path: Path) -> None:
-    pytest.importorskip("detkit.models.build")
     work = tmp_path / "work"
     res = _run(str(DEMO), "--work-dir", str(work), "--no-progress",
                f"data.synthetic.out_dir={tmp_path / 'syn'}", "data.synthetic.num_images=10",

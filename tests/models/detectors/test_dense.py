@@ -2,6 +2,7 @@
 empty targets, custom parts, ONNX export. Tiny inputs so the file runs in seconds."""
 
 import io
+import math
 import warnings
 
 import pytest
@@ -232,3 +233,91 @@ def test_onnx_export_eval_forward():
         return found
 
     assert {"NonMaxSuppression", "TopK", "Conv"} <= ops(graph.graph)
+
+
+def _scale_case_loss(logits=None, **kw):
+    """The detector's own loss on the S3FD hand case of tests/models/test_matching.py:
+    G0 (0, 0, 16, 16) label 1, tiny G1 (40, 40, 48, 48) label 2; anchors a0 = G0, a1 and a2
+    shifted by 4 px (IoU 0.6 with G0), a3 and a4 16-px squares containing G1 (IoU 0.25),
+    a5 (IoU 0.053) and a6 (IoU 0.176)."""
+    anchors = torch.tensor([[0.0, 0, 16, 16], [4, 0, 20, 16], [0, 4, 16, 20], [36, 36, 52, 52],
+                            [40, 40, 56, 56], [44, 44, 60, 60], [42, 40, 58, 56]])
+    target = {"boxes": torch.tensor([[0.0, 0, 16, 16], [40, 40, 48, 48]]),
+              "labels": torch.tensor([1, 2])}
+    args = dict(match_high=0.5, match_low=0.4, allow_low_quality_matches=False,
+                stage1_threshold=0.35, box_loss="smooth_l1", box_loss_weight=1.0,
+                focal_alpha=0.25, focal_gamma=2.0)
+    args.update(kw)
+    model = _model(**args)
+    return model.loss(logits if logits is not None else torch.zeros(1, 7, 3),
+                      torch.zeros(1, 7, 4), anchors, [target])
+
+
+LN2 = math.log(2.0)
+# zero logits: focal loss ln2 * 0.25 * 0.25 for a target 1, ln2 * 0.75 * 0.25 for a target 0;
+# over K = 3 classes a positive anchor costs 0.4375 ln2, a negative 0.5625 ln2
+POS, NEG = 0.4375 * LN2, 0.5625 * LN2
+B = 1 / 18  # smooth-L1 (beta 1/9) of |d| >= 1/9 is |d| - 1/18
+
+
+def test_scale_compensation_switch_changes_the_loss():
+    # off: only a0-a2 (IoU >= 0.5) positive, a3-a6 negative: cls (3 POS + 4 NEG) / 3;
+    # box: a1 dx = (8 - 12) / 16 = -0.25, a2 dy likewise, a0 exact -> 2 (0.25 - 1/18) / 3
+    off = _scale_case_loss(scale_compensation=False)
+    assert float(off["loss_cls"]) == pytest.approx((3 * POS + 4 * NEG) / 3, rel=1e-5)
+    assert float(off["loss_box"]) == pytest.approx(2 * (0.25 - B) / 3, rel=1e-5)
+    # on: stage 2 gives the tiny G1 its top N = 2 anchors a3, a4: 5 positives.
+    # a3 (same centre, twice G1's size): dw = dh = ln(8 / 16) -> 2 (ln 2 - 1/18);
+    # a4: dx = dy = (44 - 48) / 16 = -0.25 and dw = dh = -ln 2
+    on = _scale_case_loss(scale_compensation=True)
+    assert float(on["loss_cls"]) == pytest.approx((5 * POS + 2 * NEG) / 5, rel=1e-5)
+    box = 2 * (0.25 - B) + 2 * (LN2 - B) + 2 * (0.25 - B) + 2 * (LN2 - B)
+    assert float(on["loss_box"]) == pytest.approx(box / 5, rel=1e-5)
+
+
+def test_box_loss_switch_changes_the_box_loss():
+    # zero deltas decode to the anchors: GIoU loss a0 0; a1, a2: IoU 192 / 320 = 0.6, the
+    # enclosing box (0, 0, 20, 16) is the union, so 1 - GIoU = 0.4 each; over 3 positives
+    giou = _scale_case_loss(box_loss="giou", box_loss_weight=1.0)
+    assert float(giou["loss_box"]) == pytest.approx(0.8 / 3, rel=1e-5)
+    twice = _scale_case_loss(box_loss="giou", box_loss_weight=2.0)
+    assert float(twice["loss_box"]) == pytest.approx(1.6 / 3, rel=1e-5)
+    smooth = _scale_case_loss(box_loss="smooth_l1", box_loss_weight=1.0)
+    assert float(smooth["loss_box"]) == pytest.approx(2 * (0.25 - B) / 3, rel=1e-5)
+
+
+def _focal(x: float, t: int) -> float:
+    """Plain-Python sigmoid focal loss (alpha 0.25, gamma 2) of one logit."""
+    p = 1.0 / (1.0 + math.exp(-x))
+    p_t, a_t = (p, 0.25) if t else (1.0 - p, 0.75)
+    return -a_t * (1.0 - p_t) ** 2 * math.log(p_t)
+
+
+def test_ohem_switch_keeps_the_hardest_negatives():
+    # 3 positives (a0-a2, zero logits) and negatives a3-a6 with constant logits -2, 1, 0, 2:
+    # OHEM with ratio 1 keeps the 3 hardest negatives (a6, a4, a5), drops a3 (logit -2)
+    rows = [0.0, 0.0, 0.0, -2.0, 1.0, 0.0, 2.0]
+    logits = torch.tensor(rows)[None, :, None].expand(1, 7, 3).contiguous()
+    neg = {a: 3 * _focal(rows[a], 0) for a in range(3, 7)}
+    ohem = _scale_case_loss(sampling="ohem", neg_pos_ratio=1.0, logits=logits)
+    assert float(ohem["loss_cls"]) == pytest.approx((3 * POS + neg[4] + neg[5] + neg[6]) / 3,
+                                                    rel=1e-5)
+    every = _scale_case_loss(sampling="none", logits=logits)
+    assert float(every["loss_cls"]) == pytest.approx((3 * POS + sum(neg.values())) / 3, rel=1e-5)
+
+
+def test_densify_switch_tiles_the_small_anchors():
+    # FaceBoxes sizes (8, 16, 32) at stride 8: densify -> densities 4, 2, 1: 16 + 4 + 1 = 21
+    # anchors per cell instead of 3. A 64 x 64 input has 8^2 + 4^2 + 2^2 + 1 + 1 = 86 cells
+    images = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))]
+    for densify, per_cell in ((False, 3), (True, 21)):
+        model = _model(neck_channels=16, anchors="faceboxes", densify=densify).eval()
+        with torch.no_grad():
+            assert model.head_logits(images).shape == (1, 86 * per_cell, 3)
+            _, _, anchors, _ = model._forward_head(images)
+        first = anchors[0][:per_cell]  # cell (0, 0) of stride 8
+        small = first[(first[:, 2] - first[:, 0]) == 8]
+        centres = sorted(((small[:, :2] + small[:, 2:]) / 2).tolist())
+        # off: one 8-px anchor at the cell centre (4, 4); on: 4 x 4 tiles at (k + 0.5) * 2
+        grid = [1.0, 3.0, 5.0, 7.0] if densify else [4.0]
+        assert centres == [[x, y] for x in grid for y in grid]

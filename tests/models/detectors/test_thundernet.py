@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -102,25 +104,47 @@ def test_empty_target_image_trains() -> None:
 
 @pytest.mark.parametrize(("use_cem", "use_sam"), [(False, True), (True, False), (False, False)])
 def test_ablation_switches(use_cem: bool, use_sam: bool) -> None:
+    torch.manual_seed(0)
     model = thundernet_lite(3, use_cem=use_cem, use_sam=use_sam, rcnn_batch_size_per_image=32)
     assert isinstance(model.neck, CEM if use_cem else C4Projection)
     assert (model.sam is None) != use_sam
     losses = model.train()(_images(size=64), _targets())
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
     sum(losses.values()).backward()
+    model.eval()
     with torch.no_grad():
-        out = model.eval()(_images(size=64))
+        features = model.feature_map(model.transform(_images(size=64)).tensor)
+        rpn_features = model.rpn.head(features)[0]
+        pooled_from = model.roi_features(features, rpn_features)
+        # the R-CNN pools the SAM output F * sigmoid(BN(1x1(F_rpn))), or F itself without SAM
+        if use_sam:
+            attention = torch.sigmoid(model.sam.bn(model.sam.conv(rpn_features)))
+            torch.testing.assert_close(pooled_from, features * attention)
+        else:
+            assert pooled_from is features
+        out = model(_images(size=64))
     assert len(out) == 2
 
 
-def test_roi_class_logits_shape() -> None:
+def test_roi_class_logits_rows_follow_images_then_boxes() -> None:
+    torch.manual_seed(5)
     model = thundernet_lite(5).eval()
+    images = _images(size=96)
     boxes = [
         torch.tensor([[0.0, 0.0, 50.0, 50.0]]),
         torch.tensor([[10.0, 10.0, 60.0, 60.0], [0.0, 0.0, 96.0, 96.0]]),
     ]
     with torch.no_grad():
-        logits = model.roi_class_logits(_images(size=96), boxes)
+        logits = model.roi_class_logits(images, boxes)
+        # reference: each image on its own through the same layers (both are 96 x 96, so
+        # the batch adds no padding); rows are image 0's box, then image 1's two boxes
+        rows = []
+        for image, b in zip(images, boxes, strict=True):
+            f = model.feature_map(model.transform([image]).tensor)
+            pooled = model.rcnn.head.pool(model.sam(f, model.rpn.head(f)[0]), [b])
+            rows.append(model.rcnn.head.cls_score(torch.relu(model.rcnn.head.fc(pooled))))
     assert logits.shape == (3, 6)  # K + 1 columns
+    torch.testing.assert_close(logits, torch.cat(rows), rtol=1e-4, atol=1e-5)
 
 
 def test_invalid_targets_raise() -> None:
@@ -163,27 +187,45 @@ class _Detections(nn.Module):
         return det["boxes"], det["scores"], det["labels"]
 
 
-def _onnx_bytes(module: nn.Module, image: Tensor) -> int:
+def _onnx_run(module: nn.Module, image: Tensor) -> list:
+    """Export ``module`` on ``image`` (opset 17) and run the graph in onnxruntime."""
+    ort = pytest.importorskip("onnxruntime", reason="the ONNX checks need onnxruntime")
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (image,), buffer, dynamo=False, opset_version=17)
-    return len(buffer.getvalue())
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: image.numpy()})
 
 
-def test_onnx_export_through_rcnn_head() -> None:
+def test_onnx_export_through_rcnn_head_matches_pytorch() -> None:
+    torch.manual_seed(0)
     model = thundernet_lite(3, nms="nms").eval()
-    image = torch.rand(3, 96, 96)
+    image = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         proposals, logits, deltas = _UpToRCNN(model)(image)
+        outputs = _onnx_run(_UpToRCNN(model), image)
+    assert proposals.shape[0] > 0
     assert logits.shape == (proposals.shape[0], 4) and deltas.shape == (proposals.shape[0], 4)
-    # PSRoIAlign is exported through roi_align(aligned=True); parameters alone are > 1 MB
-    assert _onnx_bytes(_UpToRCNN(model), image) > 1_000_000
+    # PSRoIAlign is exported through roi_align(aligned=True): same proposals, same logits
+    for got, expected in zip(outputs, (proposals, logits, deltas), strict=True):
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_export_full_eval_forward() -> None:
-    model = thundernet_lite(3, nms="nms").eval()
-    assert _onnx_bytes(_Detections(model), torch.rand(3, 96, 96)) > 1_000_000
+def test_onnx_export_full_eval_forward_matches_pytorch() -> None:
+    torch.manual_seed(0)
+    model = thundernet_lite(3, nms="nms", score_threshold=0.05).eval()
+    with torch.no_grad():  # spread the class scores so that some pass the threshold
+        model.rcnn.head.cls_score.weight.normal_(0.0, 3.0)
+    image = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        boxes, scores, labels = _Detections(model)(image)
+        got_boxes, got_scores, got_labels = _onnx_run(_Detections(model), image)
+    assert boxes.shape[0] > 0  # an input with detections
+    np.testing.assert_allclose(got_scores, scores.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_boxes, boxes.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(got_labels, labels.numpy())
 
 
 def test_anchor_sizes_reach_the_rpn() -> None:
@@ -215,3 +257,90 @@ def test_anchor_densities_tile_the_small_anchor() -> None:
                                torch.tensor([4.0, 12.0, 4.0, 12.0]))
     with pytest.raises(ValueError, match="anchor_densities for 2"):
         thundernet_lite(3, anchor_sizes=[16, 32], anchor_densities=[2])
+
+
+# Two same-class RoIs that overlap with IoU 7/13 = 0.538 but whose DIoU criterion is
+# 0.538 - 36 / 692 = 0.486 (arithmetic in tests/models/test_postprocess.py), so greedy NMS
+# drops the second and DIoU-NMS keeps it. Logits [0, 4, 0, 0] and [0, 3, 0, 0] give class-1
+# scores e^4 / (e^4 + 3) and e^3 / (e^3 + 3); the other classes (< 0.05) are thresholded.
+_OVERLAPPING_ROIS = torch.tensor([[0.0, 0.0, 20.0, 4.0], [6.0, 0.0, 26.0, 4.0]])
+_SCORE_A = math.exp(4) / (math.exp(4) + 3)
+_SCORE_B = math.exp(3) / (math.exp(3) + 3)
+
+
+@pytest.mark.parametrize(
+    ("nms", "expected"),
+    [
+        ("nms", [_SCORE_A]),
+        ("diou_nms", [_SCORE_A, _SCORE_B]),
+        ("soft_nms", [_SCORE_A, _SCORE_B * math.exp(-98.0 / 169.0)]),  # exp(-IoU^2 / 0.5)
+        ("cluster_nms", [_SCORE_A]),
+    ],
+)
+def test_nms_switch_reaches_the_detections(nms: str, expected: list[float]) -> None:
+    model = thundernet_lite(3, nms=nms, nms_threshold=0.5, score_threshold=0.05).eval()
+    logits = torch.tensor([[0.0, 4.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]])
+    (det,) = model.rcnn.detect(logits, torch.zeros(2, 4), [_OVERLAPPING_ROIS], [(10, 30)])
+    torch.testing.assert_close(det["scores"], torch.tensor(expected))
+    torch.testing.assert_close(det["boxes"], _OVERLAPPING_ROIS[: len(expected)])
+
+
+def _neutral_sam(model: ThunderNet, bias: float) -> None:
+    """SAM with a zero 1x1 convolution and an identity eval BN plus ``bias``: its attention
+    is the constant sigmoid(bias / sqrt(1 + eps)) = sigmoid(bias), whatever the RPN map."""
+    assert model.sam is not None
+    with torch.no_grad():
+        model.sam.conv.weight.zero_()
+        model.sam.bn.weight.fill_(1.0)
+        model.sam.bn.bias.fill_(bias)
+    model.sam.bn.running_mean.zero_()
+    model.sam.bn.running_var.fill_(1.0)
+
+
+def test_sam_reweights_the_pooled_map() -> None:
+    torch.manual_seed(3)
+    model = thundernet_lite(3, use_sam=True).eval()
+    _neutral_sam(model, 0.0)  # attention sigmoid(0) = 0.5 everywhere
+    images = _images(size=96)
+    boxes = [torch.tensor([[8.0, 8.0, 72.0, 64.0]]), torch.tensor([[0.0, 16.0, 96.0, 80.0]])]
+    with torch.no_grad():
+        features = model.feature_map(model.transform(images).tensor)
+        logits = model.roi_class_logits(images, boxes)
+        halved, _ = model.rcnn.head(0.5 * features, boxes)
+        plain, _ = model.rcnn.head(features, boxes)
+        torch.testing.assert_close(logits, halved)
+        # the fc layer is affine, so pooling the unweighted map gives other logits
+        assert float((logits - plain).abs().max()) > 1e-4
+        # attention ~0 (sigmoid(-30) = 9e-14): the pooled vector is 0, so every RoI's
+        # logits are cls_score(relu(fc.bias)), whatever the image
+        _neutral_sam(model, -30.0)
+        blind = model.roi_class_logits(images, boxes)
+        head = model.rcnn.head
+        expected = head.cls_score(torch.relu(head.fc.bias)).expand(2, 4)
+        torch.testing.assert_close(blind, expected)
+        model.sam = None  # use_sam=False pools the CEM map itself
+        torch.testing.assert_close(model.roi_class_logits(images, boxes), plain)
+
+
+def test_cem_switch_changes_the_feature_map() -> None:
+    torch.manual_seed(4)
+    images = _images(size=64)
+    with_cem = thundernet_lite(3, use_cem=True).eval()
+    without = thundernet_lite(3, use_cem=False).eval()
+    with torch.no_grad():
+        batch = with_cem.transform(images).tensor
+        feats = with_cem.backbone(batch)
+        c4, c5 = feats["c4"], feats["c5"]
+        neck = with_cem.neck
+        # CEM: 1x1(C4) + nearest-upsampled 1x1(C5) + 1x1(global mean of C5), broadcast
+        lat5 = torch.nn.functional.conv2d(c5, neck.conv_c5.weight, neck.conv_c5.bias)
+        glb = torch.nn.functional.conv2d(c5.mean(dim=(2, 3), keepdim=True),
+                                         neck.conv_glb.weight, neck.conv_glb.bias)
+        expected = (torch.nn.functional.conv2d(c4, neck.conv_c4.weight, neck.conv_c4.bias)
+                    + lat5.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) + glb)
+        torch.testing.assert_close(with_cem.feature_map(batch), expected, rtol=1e-4, atol=1e-4)
+        # no CEM: the 1x1 projection of C4 alone (C5 and the global context are unused)
+        feats = without.backbone(batch)
+        proj = without.neck.conv
+        expected = torch.nn.functional.conv2d(feats["c4"], proj.weight, proj.bias)
+        torch.testing.assert_close(without.feature_map(batch), expected, rtol=1e-4, atol=1e-4)

@@ -73,18 +73,21 @@ def _stage(box_loss: str = "ciou", **kw: object) -> RCNNStage:
 
 
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "iou", "giou", "diou", "ciou"])
-def test_losses_on_uniform_logits_and_exact_boxes(box_loss: str) -> None:
-    stage = _stage(box_loss, label_smoothing=0.1)
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_losses_on_exact_boxes_with_label_smoothing(box_loss: str, epsilon: float) -> None:
+    stage = _stage(box_loss, label_smoothing=epsilon)
     gt = torch.tensor([[4.0, 6.0, 30.0, 20.0]])
     samples = [
         sample_rois(gt.clone(), {"boxes": gt, "labels": torch.tensor([1])}, stage.matcher, 16, 0.25)
     ]
-    n = samples[0].labels.numel()
-    logits = torch.zeros(n, 4, requires_grad=True)
+    n = samples[0].labels.numel()  # 2 foreground RoIs of label 1 (the proposal, the gt copy)
+    logits = torch.tensor([[0.0, 2.0, 0.0, 0.0]]).repeat(n, 1).requires_grad_(True)
     deltas = torch.zeros(n, 4, requires_grad=True)
     losses = stage.compute_losses(logits, deltas, samples)
-    # uniform logits: cross-entropy = ln(K + 1) = ln 4 for any smoothed target (it sums to 1)
-    torch.testing.assert_close(losses["rcnn_cls"], torch.tensor(math.log(4.0)))
+    # log Z = ln(e^2 + 3) = 2.34078; q = 1 - e on label 1, e / 3 on the 3 other columns:
+    # loss = -(1 - e)(2 - log Z) + e log Z = log Z - 2 (1 - e): 0.34078 (e = 0), 0.54078 (0.1)
+    expected = math.log(math.exp(2) + 3) - 2 * (1 - epsilon)
+    assert float(losses["rcnn_cls"].detach()) == pytest.approx(expected, rel=1e-6)
     # RoIs equal to their targets and zero deltas: every box loss is 0 (non-square box)
     assert abs(float(losses["rcnn_box"].detach())) < 1e-6
     sum(losses.values()).backward()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from detkit.models.box_coder import BoxCoder
 from detkit.models.heads.rpn import (
     RegionProposalNetwork,
     RPNHead,
@@ -100,7 +102,28 @@ def test_empty_target_gives_zero_box_loss_with_grad() -> None:
     torch.testing.assert_close(objectness.grad.max(), torch.tensor(1.0 / 128))
 
 
+def test_exact_losses_with_anchors_at_both_thresholds() -> None:
+    # gt (0, 0, 10, 10). IoU: a0 = 1 (positive), a1 (0, 0, 10, 7) = 70 / 100 = 0.7 = fg
+    # threshold (positive), a2 (0, 0, 10, 3) = 0.3 = bg threshold (in [0.3, 0.7): ignored),
+    # a3 far away = 0 (negative). 256 per image with <= 50 % positives takes all 3.
+    rpn = RegionProposalNetwork(fg_iou_thresh=0.7, bg_iou_thresh=0.3, box_loss="smooth_l1",
+                                box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)))
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 7], [0, 0, 10, 3], [40, 40, 50, 50]])
+    objectness = torch.tensor([[1.0, -0.5, 2.0, 0.3]])
+    deltas = torch.zeros(1, 4, 4)
+    target = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}
+    losses = rpn.compute_losses(objectness, deltas, anchors, [target])
+    # BCE: label 1 -> ln(1 + e^-x), label 0 -> ln(1 + e^x); mean over the 3 sampled
+    bce = math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(0.5)) + math.log(1 + math.exp(0.3))
+    assert float(losses["rpn_objectness"]) == pytest.approx(bce / 3, rel=1e-6)
+    # smooth-L1 (beta 1/9) on a1's target deltas: dy = (5 - 3.5) / 7, dh = ln(10 / 7);
+    # a0 sits on the box (0). Summed, divided by the 3 sampled anchors
+    box = (1.5 / 7 - 1 / 18) + (math.log(10 / 7) - 1 / 18)
+    assert float(losses["rpn_box"]) == pytest.approx(box / 3, rel=1e-5)
+
+
 def test_forward_train_and_eval() -> None:
+    torch.manual_seed(0)
     rpn = RegionProposalNetwork()
     features = torch.randn(2, 245, 5, 5)
     targets = [
@@ -109,12 +132,24 @@ def test_forward_train_and_eval() -> None:
     ]
     out = rpn(features, [(80, 80), (72, 64)], targets)
     assert set(out.losses) == {"rpn_objectness", "rpn_box"}
-    assert out.features.shape == (2, 256, 5, 5)
+    # the forward's losses are compute_losses on the head's own (flattened) outputs
+    _, objectness, deltas = rpn.head(features)
+    flat_obj, flat_deltas = flatten_rpn_outputs(objectness, deltas)
+    torch.manual_seed(1)
+    out = rpn(features, [(80, 80), (72, 64)], targets)
+    torch.manual_seed(1)
+    direct = rpn.compute_losses(flat_obj, flat_deltas, rpn.anchors_for(features), targets)
+    for key in ("rpn_objectness", "rpn_box"):
+        torch.testing.assert_close(out.losses[key], direct[key])
+    assert float(out.losses["rpn_box"].detach()) > 0  # the box of image 0 has positive anchors
     rpn.eval()
     out = rpn(features, [(80, 80), (72, 64)])
     assert out.losses == {}
-    assert all(p.shape[0] <= 200 for p in out.proposals)
+    torch.testing.assert_close(out.features, rpn.head(features)[0])
+    assert all(0 < p.shape[0] <= 200 for p in out.proposals)
+    # proposals are clipped to each image (x to w, y to h)
     assert float(out.proposals[1][:, 2].max()) <= 64 and float(out.proposals[1][:, 3].max()) <= 72
+    assert float(out.proposals[0].min()) >= 0
 
 
 def test_mixup_weights_scale_the_matched_anchors() -> None:
