@@ -113,7 +113,8 @@ def claims_section(runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, Any]
             rows.append([claim.name, f"`{claim.with_row}`", f"`{claim.without_row}`",
                          claim.metric, "", "", "not run yet", "", "", "", claim.paper])
             continue
-        halves.append((result.high - result.low) / 2)
+        same_model = claim.with_row.split(":")[0] == claim.without_row.split(":")[0]
+        halves.append(((result.high - result.low) / 2, same_model))
         shown.append((claim.name, result.delta, result.low, result.high))
         rows.append([claim.name, f"`{claim.with_row}`", f"`{claim.without_row}`", claim.metric,
                      seeds_cell(a, claim.metric), seeds_cell(b, claim.metric),
@@ -122,13 +123,19 @@ def claims_section(runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, Any]
     header = ["claim", "with", "without", "metric", "with (seeds)", "without (seeds)", "delta",
               "95% interval", "verdict", "seeds", "paper"]
     lines = ["## Claims", ""] + table(header, rows) + [""]
+    for same, what in ((False, "two trained rows"), (True, "two test-time settings of the "
+                                                      "same models (seeds paired)")):
+        widths = [h for h, kind in halves if kind == same]
+        if widths:
+            lines += [f"Smallest effect this protocol resolves between {what}: an interval "
+                      f"half-width of {statistics.median(widths):.3f} AP (median over "
+                      f"{len(widths)} judged claims; range {min(widths):.3f} to "
+                      f"{max(widths):.3f}): a true effect that large or larger gives an "
+                      "interval that excludes 0.", ""]
     if halves:
-        lines += [f"Smallest effect this protocol resolves: an interval half-width of "
-                  f"{statistics.median(halves):.3f} AP (median over the judged claims; "
-                  f"range {min(halves):.3f} to {max(halves):.3f}); a true effect about that "
-                  "large or larger gives an interval that excludes 0. Intervals: paired "
-                  "bootstrap, 1000 replicates, images and seeds resampled; with one seed per "
-                  "row the seed-to-seed variation is not in the interval yet.", ""]
+        lines += ["Intervals: paired bootstrap, 1000 replicates, images and seeds resampled "
+                  "(images shared by both sides); with one seed per row the seed-to-seed "
+                  "variation is not in the interval yet.", ""]
     return lines, shown
 
 

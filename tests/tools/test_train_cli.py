@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.logging import read_jsonl
 
