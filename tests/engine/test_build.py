@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from torch.utils.data import DistributedSampler
 
 from detkit.config import defaults, merge
@@ -101,3 +104,22 @@ def test_shipped_model_sections_have_valid_keys() -> None:
         check_model_keys(load_config(path)["model"])
     with pytest.raises(ValueError, match="did you mean 'model.use_cem'"):
         check_model_keys({"type": "thundernet_lite", "use_cemm": True})
+
+
+@pytest.mark.faults
+def test_a_different_synthetic_set_in_out_dir_is_refused(tmp_path) -> None:
+    """Issue 13: asked for 400 images at 256 px, trained silently on an old 32 at 128."""
+    from detkit.config import defaults, merge
+    from detkit.engine.build import prepare_synthetic
+
+    def cfg(n: int, size: int) -> dict:
+        return merge(defaults(), {"data": {"synthetic": {
+            "enabled": True, "out_dir": str(tmp_path / "syn"), "num_images": n,
+            "image_size": size}}})
+
+    data = prepare_synthetic(cfg(10, 64))  # generates: 8 train + 2 val images
+    assert Path(data["train"]["ann_file"]).is_file()
+    prepare_synthetic(cfg(10, 64))  # the same request reuses it
+    with pytest.raises(ValueError, match="holds a synthetic set of 10 images at 64 px .*asks "
+                                         "for 12 images at 96 px"):
+        prepare_synthetic(cfg(12, 96))
