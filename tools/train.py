@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    from detkit.engine.checkpoint import CheckpointWriteError
     from detkit.engine.trainer import NonFiniteLossError
     from detkit.engine.workdir import WorkDirInUseError, check_work_dir, prepare_work_dir
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             best = f"best AP {state.best_ap:.4f}" if state.best_ap >= 0 else "no evaluation"
             print(f"done: {state.global_iter} iterations, {best}, "
                   f"{state.nonfinite_total} non-finite steps skipped", flush=True)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, CheckpointWriteError) as err:
         print(str(err), file=sys.stderr)
         return 1
     finally:

@@ -300,6 +300,32 @@ def generate_synthetic_coco(
     return paths
 
 
+def synthetic_set_mismatch(
+    out_dir: str | Path, num_images: int, image_size: int, seed: int
+) -> str | None:
+    """Why the synthetic set already in ``out_dir`` is not the one asked for, or ``None``.
+
+    Compares the image count (train + val), the image side and the seed (recorded in each
+    split's ``info.description``) with the request.
+    """
+    out_dir = Path(out_dir)
+    count, sizes, seeds = 0, set(), set()
+    for split in ("train", "val"):
+        path = out_dir / f"{split}.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        count += len(data.get("images", []))
+        sizes |= {int(im.get("width", 0)) for im in data.get("images", [])}
+        seeds.add(str(data.get("info", {}).get("description", "")).split(", split")[0])
+    wanted = f"detkit synthetic shapes, seed {seed}"
+    if count == num_images and sizes <= {image_size} and seeds <= {wanted}:
+        return None
+    return (f"{out_dir} already holds a synthetic set of {count} images at "
+            f"{'/'.join(str(v) for v in sorted(sizes)) or '?'} px ({', '.join(sorted(seeds))}); "
+            f"the config asks for {num_images} images at {image_size} px, seed {seed}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: generate a dataset and print the JSON paths and the generation speed."""
     parser = argparse.ArgumentParser(description="Generate a synthetic COCO shapes dataset.")

@@ -30,6 +30,9 @@ __all__ = ["AnnotationFormatError", "ValidationReport", "load_coco_json", "valid
 logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
+# boxes narrower or lower than this (pixels) are degenerate: in float32 targets a 1e-9 px
+# side rounds to zero width
+MIN_SIDE = 1e-2
 
 # kind -> (log level, description). Order is the order of the summary lines.
 KINDS: dict[str, tuple[int, str]] = {
@@ -41,7 +44,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "unknown_image_id": (logging.WARNING, "annotation refers to no image; dropped"),
     "annotation_of_dropped_image": (logging.WARNING, "annotation of a dropped image; dropped"),
     "unknown_category": (logging.WARNING, "unknown category id; annotation dropped"),
-    "degenerate_box": (logging.WARNING, "box with zero or negative size; dropped"),
+    "degenerate_box": (logging.WARNING, "box narrower or lower than 0.01 px; dropped"),
     "outside_box": (logging.WARNING, "box entirely outside the image; dropped"),
     "clipped_box": (logging.WARNING, "box past the image border; clipped"),
     "bad_area": (logging.WARNING, "negative or non-finite 'area'; bbox w*h used instead"),
@@ -275,14 +278,17 @@ def _check_annotations(
             report.add("unknown_category", name)
             continue
         x, y, w, h = (float(v) for v in ann["bbox"])
-        if w <= 0 or h <= 0:
+        if not (w >= MIN_SIDE and h >= MIN_SIDE):
             report.add("degenerate_box", name)
             continue
-        box = _clip_box(ann["bbox"], img["width"], img["height"])
         clean = dict(ann, bbox=[x, y, w, h], iscrowd=int(ann.get("iscrowd", 0)))
-        if box != [x, y, w, h]:
+        if x < 0 or y < 0 or x + w > img["width"] or y + h > img["height"]:
+            box = _clip_box(ann["bbox"], img["width"], img["height"])
             if box[2] <= 0 or box[3] <= 0:
                 report.add("outside_box", name)
+                continue
+            if box[2] < MIN_SIDE or box[3] < MIN_SIDE:  # a sliver left inside the image
+                report.add("degenerate_box", name)
                 continue
             report.add("clipped_box", name)
             clean["bbox"], clean["area"] = box, box[2] * box[3]

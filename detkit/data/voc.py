@@ -25,6 +25,7 @@ Conventions (fixed, tested):
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -73,6 +74,19 @@ def _text(node: ET.Element, tag: str, where: str) -> str:
     return child.text.strip()
 
 
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
+def _flag(text: str | None, where: str) -> bool:
+    """A VOC 0/1 flag; "true"/"false"/"yes"/"no" too (any case); anything else is an error."""
+    value = (text or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{where} must be 0 or 1, got {text!r}")
+
+
 def parse_voc_xml(path: str | Path) -> VocRecord:
     """Parse a VOC annotation XML file; errors name the file and the element."""
     path = Path(path)
@@ -81,8 +95,11 @@ def parse_voc_xml(path: str | Path) -> VocRecord:
     except ET.ParseError as err:
         raise ValueError(f"{path.name}: not valid XML: {err}") from err
     size = root.find("size")
-    width = int(float(size.findtext("width") or 0)) if size is not None else 0
-    height = int(float(size.findtext("height") or 0)) if size is not None else 0
+    try:
+        width = int(float(size.findtext("width") or 0)) if size is not None else 0
+        height = int(float(size.findtext("height") or 0)) if size is not None else 0
+    except (ValueError, OverflowError) as err:
+        raise ValueError(f"{path.name}: <size> must hold numbers ({err})") from None
     objects = []
     for i, obj in enumerate(root.findall("object")):
         where = f"{path.name}: object[{i}]"
@@ -93,7 +110,7 @@ def parse_voc_xml(path: str | Path) -> VocRecord:
             box = tuple(float(_text(bnd, k, where)) for k in ("xmin", "ymin", "xmax", "ymax"))
         except ValueError as err:
             raise ValueError(f"{where}: bndbox must hold 4 numbers ({err})") from err
-        difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
+        difficult = _flag(obj.findtext("difficult"), f"{where}: <difficult>")
         objects.append(VocObject(_text(obj, "name", where), box, difficult))
     filename = (root.findtext("filename") or "").strip() or path.stem
     return VocRecord(path.name, filename, width, height, tuple(objects))
@@ -121,6 +138,7 @@ class VocConversionReport:
     dropped: list[str] = field(default_factory=list)
     clipped: list[str] = field(default_factory=list)
     skipped_images: list[str] = field(default_factory=list)
+    skipped_lists: list[str] = field(default_factory=list)
     splits: dict[str, tuple[int, int, Path]] = field(default_factory=dict)
 
     @property
@@ -142,18 +160,38 @@ class VocConversionReport:
         out += [f"  clipped {c}" for c in self.clipped[:20]]
         out.append(f"skipped images: {len(self.skipped_images)}")
         out += [f"  skipped {s}" for s in self.skipped_images]
+        if self.skipped_lists:
+            out.append(f"ImageSets/Main lists not used as splits: {len(self.skipped_lists)}")
+            out += [f"  skipped {s}" for s in self.skipped_lists]
         for split, (n_img, n_obj, path) in self.splits.items():
             out.append(f"split {split}: {n_img:,} images, {n_obj:,} objects -> {path}")
         return out
 
 
-def _read_splits(voc_root: Path) -> dict[str, list[str]]:
+def _read_splits(voc_root: Path, skipped: list[str] | None = None) -> dict[str, list[str]]:
+    """Split name -> image ids from ``ImageSets/Main/*.txt``.
+
+    Per-class lists (every line "id flag") are skipped and named in ``skipped``; an empty
+    list, or one that mixes one- and two-column lines, is a ValueError naming the file
+    and line (it would otherwise drop a whole split unnoticed).
+    """
     main = voc_root / "ImageSets" / "Main"
     splits = {}
     for txt in sorted(main.glob("*.txt")) if main.is_dir() else []:
-        rows = [line.split() for line in txt.read_text().splitlines() if line.strip()]
-        if rows and all(len(r) == 1 for r in rows):
-            splits[txt.stem] = list(dict.fromkeys(r[0] for r in rows))
+        lines = txt.read_text().splitlines()
+        rows = [(n, line.split()) for n, line in enumerate(lines, start=1) if line.strip()]
+        if not rows:
+            raise ValueError(f"{txt}: empty split list (no image ids); fill it or remove it")
+        widths = {len(r) for _, r in rows}
+        if widths == {2}:
+            if skipped is not None:
+                skipped.append(f"{txt.name} (per-class list: 'id flag' lines)")
+            continue
+        if widths != {1}:
+            n, row = next((n, r) for n, r in rows if len(r) != 1)
+            raise ValueError(f"{txt}:{n}: a split list needs one image id per line, got "
+                             f"{' '.join(row)!r}")
+        splits[txt.stem] = list(dict.fromkeys(r[0] for _, r in rows))
     if not splits:
         stems = sorted(p.stem for p in (voc_root / "Annotations").glob("*.xml"))
         if not stems:
@@ -180,7 +218,8 @@ def convert_voc_to_coco(
         ValueError: an XML file that cannot be parsed (file and element named).
     """
     voc_root, out_dir = Path(voc_root), Path(out_dir)
-    splits = _read_splits(voc_root)
+    skipped_lists: list[str] = []
+    splits = _read_splits(voc_root, skipped_lists)
     stems = sorted({s for ids in splits.values() for s in ids})
     records = {}
     for stem in stems:
@@ -191,6 +230,7 @@ def convert_voc_to_coco(
     found = sorted({o.name for r in records.values() for o in r.objects})
     names = list(classes) if classes else found
     report = VocConversionReport(names, "as given" if classes else "alphabetical")
+    report.skipped_lists = skipped_lists
     cat_ids = {name: k for k, name in enumerate(names, start=1)}
 
     images, annotations = {}, {}
@@ -212,6 +252,9 @@ def convert_voc_to_coco(
             desc = f"{rec.xml_name}: {obj.name} {coords}"
             if obj.name not in cat_ids:
                 report.dropped.append(f"{desc} (class not in the class list)")
+                continue
+            if not all(math.isfinite(v) for v in obj.box):  # NaN would reach the JSON
+                report.dropped.append(f"{desc} (non-finite coordinate)")
                 continue
             x, y, w, h = voc_box_to_coco(obj.box)
             if w <= 0 or h <= 0:

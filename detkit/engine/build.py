@@ -88,9 +88,13 @@ def _transform_list(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 def prepare_synthetic(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Generate the synthetic COCO data set of ``data.synthetic`` (rank 0; others wait).
 
+    A set already in ``out_dir`` is reused only when it is the one asked for (image
+    count, size, seed); otherwise ValueError says what is there and what was asked.
+
     Returns the ``data`` section with ``train``/``val`` pointing at the generated files.
     """
     from detkit.data import generate_synthetic_coco
+    from detkit.data.synthetic import synthetic_set_mismatch
 
     syn = cfg["data"]["synthetic"]
     out = Path(syn["out_dir"])
@@ -98,6 +102,10 @@ def prepare_synthetic(cfg: Mapping[str, Any]) -> dict[str, Any]:
         generate_synthetic_coco(out, num_images=syn["num_images"],
                                 image_size=syn["image_size"], seed=cfg["seed"])
     du.barrier()
+    problem = synthetic_set_mismatch(out, syn["num_images"], syn["image_size"], cfg["seed"])
+    if problem:  # reusing it would train on other data than the config says
+        raise ValueError(f"{problem}. Use another data.synthetic.out_dir, or delete {out} "
+                         f"to generate the requested set there")
     data = dict(cfg["data"])
     data["train"] = {"ann_file": str(out / "train.json"), "img_dir": str(out)}
     data["val"] = {"ann_file": str(out / "val.json"), "img_dir": str(out)}

@@ -9,6 +9,7 @@ must be tensors, containers and primitive types only, so that loading needs no p
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Mapping
@@ -17,6 +18,19 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (the previous file is left in place)."""
+
+
+class CheckpointLoadError(ValueError):
+    """A file is not a loadable checkpoint (unreadable, or refused by ``weights_only``)."""
+
+
+def _remove_quietly(name: str) -> None:
+    if os.path.exists(name):
+        os.unlink(name)
 
 
 def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
@@ -30,9 +44,15 @@ def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as err:
+        # torch reports a failed write (a full disk) as "unexpected pos ..." RuntimeError
+        _remove_quietly(tmp_name)
+        raise CheckpointWriteError(
+            f"could not write the checkpoint {path} ({type(err).__name__}: {err}); the "
+            f"previous {path.name}, if any, is unchanged. Is the disk full or read-only?"
+        ) from err
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        _remove_quietly(tmp_name)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -43,11 +63,28 @@ def atomic_save(obj: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; raise FileNotFoundError naming the path."""
+    """Load a checkpoint with ``weights_only=True`` (no pickled code is ever run).
+
+    Raises FileNotFoundError naming the path, and :class:`CheckpointLoadError` (a
+    ValueError) for a file that is not a checkpoint or holds objects other than tensors,
+    containers and primitives (the loader refuses those rather than executing them).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointLoadError(
+            f"refused to load {path}: it is not a plain checkpoint (tensors, containers and "
+            f"numbers only; detkit never runs pickled code): {first}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointLoadError(f"cannot read the checkpoint {path}: {err}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointLoadError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
 
 
 def capture_rng_state(loader_state: torch.Tensor | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import contextlib
 import gc
 import json
 import math
+import numbers
 import os
 import warnings
 from collections import defaultdict
@@ -175,6 +176,17 @@ def _column(results: Sequence[Mapping], key: str) -> list:
         raise ValueError(f"detection {bad} has no {key!r} (COCO results format)") from None
 
 
+def _number_column(results: Sequence[Mapping], key: str) -> list:
+    """``key`` of every detection; ValueError for strings, booleans and other non-numbers
+    (numpy would silently turn "0.9" into 0.9)."""
+    values = _column(results, key)
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"detection {i} has {key} {value!r} ({type(value).__name__}); "
+                             f"it must be a number")
+    return values
+
+
 def _int_column(results: Sequence[Mapping], key: str) -> list[int]:
     """``key`` of every detection as Python ints; ValueError for non-integer values."""
     values = np.asarray(_column(results, key))
@@ -210,7 +222,7 @@ def prepare_detections(
     """
     image_ids = _int_column(results, "image_id")
     cat_ids = _int_column(results, "category_id")
-    scores = np.asarray(_column(results, "score"), dtype=np.float64)
+    scores = np.asarray(_number_column(results, "score"), dtype=np.float64)
     boxes = _box_array(results)
     bad = ~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores) | (boxes[:, 2:] < 0).any(axis=1)
     if bad.any():

@@ -255,3 +255,14 @@ def test_negative_area_is_replaced_by_the_box_area_and_counted(tmp_path, caplog)
     assert [a["area"] for a in clean["annotations"]] == [20.0, 9.0]
     assert report.counts["bad_area"] == 1 and report.annotations_kept == 2
     assert _lines(caplog, "bad_area")
+
+
+@pytest.mark.faults
+def test_sub_pixel_sliver_is_degenerate_not_clipped(tmp_path, caplog):
+    """Issue 13: a 1e-9-wide box inside the image was reported "clipped" and reached the
+    target with zero width (5 + 1e-9 == 5 in float32)."""
+    anns = [_ann(1, 1, [5, 5, 1e-9, 4]), _ann(2, 1, [5, 5, 0.5, 4]), _ann(3, 1, [W - 2, 1, 5, 3])]
+    clean, report = validate_coco(_dataset(tmp_path, 1, anns))
+    assert report.counts["degenerate_box"] == 1 and report.counts["clipped_box"] == 1
+    # box 2 is inside and kept as given; box 3 (x2 = W + 3) is clipped to width 2
+    assert [a["bbox"] for a in clean["annotations"]] == [[5, 5, 0.5, 4], [W - 2, 1, 2, 3]]

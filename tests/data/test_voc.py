@@ -125,3 +125,53 @@ def test_bccd_conversion(tmp_path, capsys):
     assert sum(ds.report.counts.values()) == 0  # the converter left nothing to fix
     # category-id round trip through the dataset's maps
     assert all(ds.label_to_cat_id[ds.cat_id_to_label[c]] == c for c in (1, 2, 3))
+
+
+@pytest.mark.faults
+def test_nan_and_inf_coordinates_are_dropped_and_named(tmp_path):
+    """Issue 13: NaN reached the JSON (then the loader rejected the whole file) and inf
+    was clipped silently."""
+    root = _tiny_voc(tmp_path / "voc")
+    (root / "Annotations" / "a.xml").write_text(_xml("a.jpg", 40, 30, [
+        ("dog", (1, 1, 10, 20), 0), ("dog", ("nan", 1, 10, 20), 0), ("cat", (5, 5, "inf", 12), 0),
+    ]))
+    out = tmp_path / "coco"
+    report = convert_voc_to_coco(root, out)
+    assert [d.split(" (")[-1] for d in report.dropped if d.startswith("a.xml")] == [
+        "non-finite coordinate)", "non-finite coordinate)"]
+    text = (out / "train.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    CocoDetection(out / "train.json", log=None)  # loads
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("content, message", [
+    ("a\nb 1\n", "train.txt:2: a split list needs one image id per line"),
+    ("\n\n", "train.txt: empty split list"),
+])
+def test_bad_split_lists_fail_naming_the_file(tmp_path, content, message):
+    """Issue 13: one two-column line or an empty list silently dropped the whole split."""
+    root = _tiny_voc(tmp_path / "voc")
+    (root / "ImageSets" / "Main" / "train.txt").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        convert_voc_to_coco(root, tmp_path / "coco")
+    assert not (tmp_path / "coco").exists()  # failed before writing anything
+
+
+@pytest.mark.faults
+def test_difficult_false_is_not_difficult_and_bad_flags_name_the_file(tmp_path):
+    root = _tiny_voc(tmp_path / "voc")
+    (root / "Annotations" / "a.xml").write_text(_xml("a.jpg", 40, 30, [
+        ("dog", (1, 1, 10, 20), "false"), ("cat", (5, 5, 30, 12), "True")]))
+    report = convert_voc_to_coco(root, tmp_path / "coco")
+    anns = json.loads((tmp_path / "coco" / "train.json").read_text())["annotations"]
+    assert [a["iscrowd"] for a in anns if a["image_id"] == 1] == [0, 1]  # dog 0, cat 1
+    assert any("dog_train.txt" in s for s in report.skipped_lists)
+    (root / "Annotations" / "a.xml").write_text(_xml("a.jpg", 40, 30, [
+        ("dog", (1, 1, 10, 20), "maybe")]))
+    with pytest.raises(ValueError, match=r"a.xml: object\[0\]: <difficult> must be 0 or 1"):
+        convert_voc_to_coco(root, tmp_path / "coco2")
+    (root / "Annotations" / "a.xml").write_text(
+        "<annotation><size><width>wide</width></size></annotation>")
+    with pytest.raises(ValueError, match="a.xml: <size> must hold numbers"):
+        convert_voc_to_coco(root, tmp_path / "coco3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -311,3 +312,22 @@ def test_copy_paste_options_reach_the_training_transforms() -> None:
     expected[1:3, 1:5] = 200
     np.testing.assert_array_equal(out_img[y1:y2, x1:x2], expected)
     assert _transform_list(tiny_config()) == []  # switched off: no paste step
+
+
+@pytest.mark.faults
+def test_a_different_synthetic_set_in_out_dir_is_refused(tmp_path) -> None:
+    """Issue 13: asked for 400 images at 256 px, trained silently on an old 32 at 128."""
+    from detkit.config import defaults, merge
+    from detkit.engine.build import prepare_synthetic
+
+    def cfg(n: int, size: int) -> dict:
+        return merge(defaults(), {"data": {"synthetic": {
+            "enabled": True, "out_dir": str(tmp_path / "syn"), "num_images": n,
+            "image_size": size}}})
+
+    data = prepare_synthetic(cfg(10, 64))  # generates: 8 train + 2 val images
+    assert Path(data["train"]["ann_file"]).is_file()
+    prepare_synthetic(cfg(10, 64))  # the same request reuses it
+    with pytest.raises(ValueError, match="holds a synthetic set of 10 images at 64 px .*asks "
+                                         "for 12 images at 96 px"):
+        prepare_synthetic(cfg(12, 96))

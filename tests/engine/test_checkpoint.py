@@ -68,3 +68,45 @@ def test_rng_capture_restore(tmp_path: Path) -> None:
     again = (random.random(), np.random.rand(), torch.rand(1).item(),
              torch.rand(1, generator=gen2).item())
     assert first == again
+
+
+class _Payload:
+    """Unpickling this would create ``marker`` (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.faults
+def test_a_pickle_with_code_is_refused_with_a_clear_error(tmp_path) -> None:
+    """Issue 13: a rejected pickle showed a raw UnpicklingError traceback."""
+    marker = tmp_path / "executed"
+    bad = tmp_path / "evil.pth"
+    torch.save({"model": _Payload(str(marker))}, bad)
+    with pytest.raises(ck.CheckpointLoadError, match="refused to load .*evil.pth.*never runs"):
+        ck.load_checkpoint(bad)
+    assert not marker.exists()  # nothing was executed
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ck.CheckpointLoadError, match="junk.pth"):
+        ck.load_checkpoint(tmp_path / "junk.pth")
+
+
+@pytest.mark.faults
+def test_a_full_disk_is_named_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    """Issue 13: a full disk surfaced as torch's 'unexpected pos' error."""
+    path = ck.atomic_save({"step": torch.tensor(1)}, tmp_path / "last.pth")
+
+    def full_disk(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 7")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ck.CheckpointWriteError, match="Is the disk full") as err:
+        ck.atomic_save({"step": torch.tensor(2)}, path)
+    assert "last.pth" in str(err.value) and "unexpected pos" in str(err.value)
+    monkeypatch.undo()
+    assert int(ck.load_checkpoint(path)["step"]) == 1  # the previous file, intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left

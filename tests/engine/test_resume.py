@@ -48,6 +48,7 @@ def test_resume_applies_lr_weight_decay_and_momentum_overrides(tmp_path: Path, c
     assert trainer.state.global_iter == 6
 
 
+@pytest.mark.faults
 def test_resume_with_another_optimizer_type_is_refused(tmp_path: Path) -> None:
     work = tmp_path / "w"
     _first_run(work)
@@ -56,6 +57,7 @@ def test_resume_with_another_optimizer_type_is_refused(tmp_path: Path) -> None:
         trainer.resume(work / "last.pth")
 
 
+@pytest.mark.faults
 def test_resume_with_another_architecture_is_refused(tmp_path: Path) -> None:
     work = tmp_path / "w"
     _first_run(work)

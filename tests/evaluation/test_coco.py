@@ -320,3 +320,13 @@ def test_negative_gt_area_is_repaired_not_dropped(backend: str) -> None:
         result = evaluate_detections(gt, [_det(1, SMALL, 0.9)], backend=backend)
     assert result.metrics["AP"] == near(51 / 101)
     assert gt["annotations"][1]["area"] == -400.0  # the caller's dict is untouched
+
+
+@pytest.mark.faults
+def test_string_scores_are_refused_not_coerced() -> None:
+    """Issue 13: a results file with "score": "0.9" was silently coerced."""
+    gt = _gt([(1, 1, SMALL)])
+    det = _det(1, SMALL, 0.9)
+    det["score"] = "0.9"
+    with pytest.raises(ValueError, match="detection 0 has score '0.9' \\(str\\)"):
+        evaluate_detections(gt, [det])
