@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from torch.utils.data import DistributedSampler
 
 from detkit.config import defaults, merge
-from detkit.engine.build import ResumableBatchSampler, ShardSampler, schedule_spec
+from detkit.engine.build import (
+    ResumableBatchSampler,
+    ShardSampler,
+    evaluation_split,
+    prepare_synthetic,
+    schedule_spec,
+)
 
 
 def test_resumable_batches_skip_consumed_prefix() -> None:
@@ -101,3 +109,22 @@ def test_shipped_model_sections_have_valid_keys() -> None:
         check_model_keys(load_config(path)["model"])
     with pytest.raises(ValueError, match="did you mean 'model.use_cem'"):
         check_model_keys({"type": "thundernet_lite", "use_cemm": True})
+
+
+def test_synthetic_data_is_regenerated_when_its_settings_change(tmp_path) -> None:
+    syn = {"enabled": True, "out_dir": str(tmp_path / "syn"), "num_images": 5,
+           "image_size": 48, "classes": ["circle", "square"], "max_objects": 2}
+    cfg = merge(defaults(), {"data": {"synthetic": syn}})
+    data = prepare_synthetic(cfg)
+    train = json.loads((tmp_path / "syn" / "train.json").read_text())
+    assert data["val"]["ann_file"] == str(tmp_path / "syn" / "val.json")
+    assert [c["name"] for c in train["categories"]] == ["circle", "square"]
+    stamp = (tmp_path / "syn" / "train.json").stat().st_mtime_ns
+    prepare_synthetic(cfg)  # same settings: reused, not rewritten
+    assert (tmp_path / "syn" / "train.json").stat().st_mtime_ns == stamp
+    cfg["data"]["synthetic"]["classes"] = ["star"]
+    prepare_synthetic(cfg)  # other settings: regenerated
+    train = json.loads((tmp_path / "syn" / "train.json").read_text())
+    assert [c["name"] for c in train["categories"]] == ["star"]
+    assert evaluation_split(cfg) == ("val", str(tmp_path / "syn" / "val.json"),
+                                     str(tmp_path / "syn"))
