@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detkit.cli import help_text  # noqa: E402
 from detkit.models.anchors import (  # noqa: E402
     ANCHOR_PRESETS,
     AnchorGenerator,
@@ -33,7 +34,7 @@ from detkit.models.coverage import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
     parser.add_argument(
         "config", help=f"YAML config or anchor preset ({', '.join(ANCHOR_PRESETS)})"
     )

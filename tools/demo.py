@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from detkit.cli import help_text  # noqa: E402
 
 DEMO_CONFIG = REPO / "configs" / "demo_synthetic.yaml"
 
@@ -40,7 +41,7 @@ def _tool(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the three steps; returns the first non-zero exit code, else 0."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (YAML)")
     parser.add_argument("--work-dir", default="work_dirs/demo", help="output folder")
     parser.add_argument("--images", type=int, default=8, help="validation images to draw")

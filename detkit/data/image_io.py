@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ["check_image_file", "read_image_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "check_image_file", "list_image_files", "read_image_rgb"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # A JPEG ends with the EOI marker FF D9. Some writers append padding or a trailer after
 # it, so the marker is searched for in the last TAIL_BYTES bytes. Inside JPEG scan data
@@ -85,3 +87,18 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     if image is None:
         raise OSError(f"{path}: cannot decode image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Image files (by suffix, :data:`IMAGE_SUFFIXES`) directly in ``folder``, sorted by name.
+
+    Raises FileNotFoundError for a missing folder and ValueError for one without images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
