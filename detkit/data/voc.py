@@ -148,6 +148,11 @@ class VocConversionReport:
 
 
 def _read_splits(voc_root: Path) -> dict[str, list[str]]:
+    if not voc_root.is_dir():
+        raise FileNotFoundError(f"VOC root folder not found: {voc_root}")
+    if not (voc_root / "Annotations").is_dir():
+        raise FileNotFoundError(f"{voc_root} has no Annotations/ folder (is it a VOC root, the "
+                                f"folder holding Annotations/, JPEGImages/, ImageSets/Main/?)")
     main = voc_root / "ImageSets" / "Main"
     splits = {}
     for txt in sorted(main.glob("*.txt")) if main.is_dir() else []:
