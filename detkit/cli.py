@@ -11,6 +11,7 @@ eval       ``detkit eval GT.json RESULTS.json [--out DIR]`` (a COCO results file
 convert    ``detkit convert --voc-root DIR --out-dir OUT`` (Pascal VOC -> COCO)
 analyze    ``detkit analyze ANN.json [--out DIR]`` (dataset statistics)
 coverage   ``detkit coverage CONFIG ANN.json`` (anchor coverage)
+info       ``detkit info CONFIG|PRESET|CKPT`` (parameters, MACs, latency)
 demo       ``detkit demo`` (train, test and draw on synthetic data)
 presets    ``detkit presets`` (the config names ``train`` accepts)
 =========  ====================================================================
@@ -48,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("tools/convert_voc.py", "convert Pascal VOC annotations to COCO JSON"),
     "analyze": ("tools/analyze_dataset.py", "statistics and plots of a COCO annotation file"),
     "coverage": ("tools/anchor_coverage.py", "share of ground-truth boxes anchors cover"),
+    "info": ("detkit.models.info", "parameters, MACs and latency of a model"),
     "demo": ("tools/demo.py", "train, test and draw on generated data (a few minutes)"),
     "presets": ("detkit.presets", "list the preset config names"),
 }

@@ -108,3 +108,38 @@ def test_wrapper_checks_and_match_helper() -> None:
     assert match_detections(a, relabeled)[0] is False
     with pytest.raises(ValueError, match="img_size"):
         export_onnx(_dense(), "unused.onnx", 16)
+
+
+def test_metadata_records_preprocessing_and_nms(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    import onnx
+
+    from detkit.engine.export import check_onnxruntime, exportable_copy
+
+    model = _thundernet(nms="diou_nms")
+    with pytest.warns(ExportWarning) as record:
+        plain = exportable_copy(model)
+    meta = describe_model("thundernet_lite", SIZE, ["a", "b", "c"], model)
+    path = export_onnx(model, tmp_path / "m.onnx", SIZE, metadata=meta, plain_nms=plain)
+    assert len([w for w in record if issubclass(w.category, ExportWarning)]) == 1
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    pre = props["preprocessing"]
+    assert pre["letterbox_size"] == SIZE and "INTER_LINEAR" in pre["interpolation"]
+    assert pre["normalisation_in_graph"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert props["nms"]["configured"] == "diou_nms"
+    assert props["nms"]["exported"].startswith("nms")
+    assert props["box_format"].startswith("xyxy")
+    # the check runs on the first image with a PyTorch detection
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 40, 3), np.uint8),
+              rng.integers(0, 256, (48, 80, 3), np.uint8)]
+    check = check_onnxruntime(path, plain, images, SIZE)
+    assert check.image_index == 0 and check.num_torch > 0 and check.matched
+    assert check.num_ort == check.num_torch and check.max_box_diff < 1e-3
+    # nothing scores 1.0: no image has a detection, the last one is compared (0 vs 0)
+    from detkit.engine.inference import with_postprocess
+
+    silent = with_postprocess(plain, score_threshold=1.0)
+    path = export_onnx(silent, tmp_path / "silent.onnx", SIZE)
+    check = check_onnxruntime(path, silent, images, SIZE)
+    assert (check.image_index, check.num_torch, check.num_ort) == (1, 0, 0)
