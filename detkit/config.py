@@ -64,6 +64,7 @@ SCHEMA: dict[str, Any] = {
             "side_range": _f("list[float]", []),
             "clutter": _f("bool", True),
             "textures": _f("bool", True),
+            "max_visible_loss": _f("float", 0.5),
         },
         "img_size": _f("int", 512),
         "batch_size": _f("int", 8),

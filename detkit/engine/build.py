@@ -103,7 +103,8 @@ def prepare_synthetic(cfg: Mapping[str, Any]) -> dict[str, Any]:
                            max_objects=syn.get("max_objects", 10),
                            side_range=None if side is None else (float(side[0]), float(side[1])),
                            clutter=syn.get("clutter", True),
-                           textures=syn.get("textures", True))
+                           textures=syn.get("textures", True),
+                           max_visible_loss=syn.get("max_visible_loss", 0.5))
     wanted = synthetic_settings(syn["num_images"], syn["image_size"], cfg["seed"], style)
     if du.is_main_process():
         train_json = out / "train.json"

@@ -123,8 +123,10 @@ def test_synthetic_data_is_regenerated_when_its_settings_change(tmp_path) -> Non
     prepare_synthetic(cfg)  # same settings: reused, not rewritten
     assert (tmp_path / "syn" / "train.json").stat().st_mtime_ns == stamp
     cfg["data"]["synthetic"]["classes"] = ["star"]
+    cfg["data"]["synthetic"]["max_visible_loss"] = 0.2
     prepare_synthetic(cfg)  # other settings: regenerated
     train = json.loads((tmp_path / "syn" / "train.json").read_text())
     assert [c["name"] for c in train["categories"]] == ["star"]
+    assert train["info"]["detkit_synthetic"]["max_visible_loss"] == 0.2
     assert evaluation_split(cfg) == ("val", str(tmp_path / "syn" / "val.json"),
                                      str(tmp_path / "syn"))
