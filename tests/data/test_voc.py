@@ -125,3 +125,11 @@ def test_bccd_conversion(tmp_path, capsys):
     assert sum(ds.report.counts.values()) == 0  # the converter left nothing to fix
     # category-id round trip through the dataset's maps
     assert all(ds.label_to_cat_id[ds.cat_id_to_label[c]] == c for c in (1, 2, 3))
+
+
+def test_missing_folders_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="VOC root folder not found: .*nowhere"):
+        convert_voc_to_coco(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "voc").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no Annotations/ folder"):
+        convert_voc_to_coco(tmp_path / "voc", tmp_path / "out")
