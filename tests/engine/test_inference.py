@@ -213,3 +213,15 @@ def test_class_names_from_config(tmp_path: Path) -> None:
     assert class_names_from_config(cfg) == ["a", "b"]  # sorted by id: label 1 = id 3
     with pytest.raises(ValueError, match="class names"):
         class_names_from_config(_cfg())
+
+
+def test_class_names_of_synthetic_data_not_generated_here(tmp_path) -> None:
+    from detkit.config import defaults, merge
+    from detkit.engine.inference import class_names_from_config
+
+    cfg = merge(defaults(), {"data": {"synthetic": {
+        "enabled": True, "out_dir": str(tmp_path / "absent"), "classes": ["cross", "circle"]}}})
+    assert class_names_from_config(cfg) == ["cross", "circle"]
+    cfg["data"]["synthetic"]["classes"] = []
+    assert class_names_from_config(cfg) == ["circle", "square", "triangle", "star", "ellipse",
+                                            "cross"]
