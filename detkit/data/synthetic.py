@@ -31,14 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = [
-    "CLASSES",
-    "SyntheticSample",
-    "SyntheticStyle",
-    "generate_synthetic_coco",
-    "render_sample",
-    "synthetic_settings",
-]
+__all__ = ["CLASSES", "SyntheticSample", "SyntheticStyle", "generate_synthetic_coco",
+           "render_sample", "synthetic_settings"]
 
 CLASSES = ("circle", "square", "triangle", "star", "ellipse", "cross")
 # (probability, min box area, max box area) per COCO bucket, at 320 x 320; areas scale
@@ -190,12 +184,9 @@ def _sample_areas(
     return np.sort(areas)[::-1]
 
 
-def render_sample(
-    rng: np.random.Generator,
-    image_size: int = 320,
-    num_objects: int | None = None,
-    style: SyntheticStyle | None = None,
-) -> SyntheticSample:
+def render_sample(rng: np.random.Generator, image_size: int = 320,
+                  num_objects: int | None = None, style: SyntheticStyle | None = None
+                  ) -> SyntheticSample:
     """Render one image and its tight boxes (see the module docstring for conventions).
 
     ``num_objects``: objects to try to place (default: 1..``style.max_objects`` drawn from
@@ -270,9 +261,8 @@ def _split_indices(num_images: int, fractions: Mapping[str, float], seed: int) -
     return {s: sorted(order[a:b].tolist()) for s, a, b in zip(fractions, starts, cuts, strict=True)}
 
 
-def _encoded_sample(
-    job: tuple[int, int, int, bool, str, SyntheticStyle],
-) -> tuple[bytes, list, list]:
+def _encoded_sample(job: tuple[int, int, int, bool, str, SyntheticStyle]) -> tuple[bytes, list,
+                                                                                   list]:
     """Render image ``index`` of ``seed`` and encode it: ``(file bytes, boxes, labels)``."""
     seed, index, image_size, empty, image_format, style = job
     rng = np.random.default_rng([seed, index])
@@ -299,9 +289,7 @@ def _annotations(image_id: int, boxes: list, labels: list, first_id: int) -> lis
     ]
 
 
-def synthetic_settings(
-    num_images: int, image_size: int, seed: int, style: SyntheticStyle
-) -> dict:
+def synthetic_settings(num_images: int, image_size: int, seed: int, style: SyntheticStyle) -> dict:
     """The generation settings as a JSON-able dict (stored in each split's ``info``), so a
     cached data set can be checked against the settings a config asks for."""
     return {
