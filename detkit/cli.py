@@ -50,7 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("tools/analyze_dataset.py", "statistics and plots of a COCO annotation file"),
     "coverage": ("tools/anchor_coverage.py", "share of ground-truth boxes anchors cover"),
     "info": ("detkit.models.info", "parameters, MACs and latency of a model"),
-    "demo": ("tools/demo.py", "train, test and draw on generated data (a few minutes)"),
+    "demo": ("tools/demo.py", "train, test and draw on generated data (about 3 min on 2 cores)"),
     "presets": ("detkit.presets", "list the preset config names"),
 }
 
