@@ -58,6 +58,13 @@ SCHEMA: dict[str, Any] = {
             "out_dir": _f("str", "data/synthetic"),
             "num_images": _f("int", 100),
             "image_size": _f("int", 128),
+            # detkit.data.synthetic.SyntheticStyle; [] / defaults = the COCO-like set
+            "classes": _f("list[str]", []),
+            "max_objects": _f("int", 10),
+            "side_range": _f("list[float]", []),
+            "clutter": _f("bool", True),
+            "textures": _f("bool", True),
+            "max_visible_loss": _f("float", 0.5),
         },
         "img_size": _f("int", 512),
         # decode every image fully while validating (slower; finds corrupt bodies)
@@ -387,12 +394,15 @@ def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") ->
 
 
 def load_cli_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any] | None:
-    """:func:`load_config` for the command-line tools: on a :class:`ConfigError`, print
+    """:func:`load_config` for the command-line tools, ``path`` a YAML file or a preset name
+    (:func:`detkit.presets.resolve_config_path`): on a :class:`ConfigError`, print
     ``config error: ...`` to stderr and return None (the tool then exits with code 2)."""
     import sys
 
+    from detkit.presets import resolve_config_path
+
     try:
-        return load_config(path, overrides)
+        return load_config(resolve_config_path(path), overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return None

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from detkit.cli import help_text
 from detkit.data.stats import BUCKETS, DatasetStats, compute_dataset_stats, format_stats  # noqa: E402
 from detkit.data.validation import AnnotationFormatError  # noqa: E402
 
@@ -77,7 +78,7 @@ def save_plots(stats: DatasetStats, out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, print the table, optionally save plots; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
     parser.add_argument("ann_file", help="COCO JSON annotation file")
     parser.add_argument("--out", default=None, help="folder for the PNG plots")
     args = parser.parse_args(argv)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detkit.cli import help_text  # noqa: E402
 from detkit.models.anchors import (  # noqa: E402
     ANCHOR_PRESETS,
     AnchorGenerator,
@@ -33,7 +34,7 @@ from detkit.models.coverage import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
     parser.add_argument(
         "config", help=f"YAML config or anchor preset ({', '.join(ANCHOR_PRESETS)})"
     )
@@ -68,8 +69,9 @@ def generator_from_args(args: argparse.Namespace, num_classes: int) -> AnchorGen
         return anchor_generator_from_preset(args.config, strides, densify=bool(args.density))
     from detkit.config import load_config
     from detkit.models.build import build_model
+    from detkit.presets import resolve_config_path
 
-    model_cfg = dict(load_config(args.config, args.overrides)["model"])
+    model_cfg = dict(load_config(resolve_config_path(args.config), args.overrides)["model"])
     model_cfg.setdefault("num_classes", num_classes)
     if args.density is not None:
         if model_cfg["type"] != "dense_detector":
@@ -83,17 +85,24 @@ def generator_from_args(args: argparse.Namespace, num_classes: int) -> AnchorGen
 def main(argv: list[str] | None = None) -> int:
     """Run the coverage analysis; returns the process exit code."""
     args = parse_args(argv)
-    if not Path(args.config).exists() and args.config not in ANCHOR_PRESETS:
-        print(
-            f"error: {args.config!r} is neither a file nor a preset ({', '.join(ANCHOR_PRESETS)})",
-            file=sys.stderr,
-        )
-        return 2
+    from detkit.config import ConfigError
+    from detkit.presets import resolve_config_path
+
+    if args.config not in ANCHOR_PRESETS:
+        try:
+            resolve_config_path(args.config)
+        except ConfigError:
+            print(f"error: {args.config!r} is neither a file, a config preset nor an anchor "
+                  f"preset ({', '.join(ANCHOR_PRESETS)})", file=sys.stderr)
+            return 2
     with open(args.ann, encoding="utf-8") as f:
         coco = json.load(f)
     generator = generator_from_args(args, len(coco["categories"]))
     report = anchor_coverage(coco, generator, args.input_size, args.iou)
     density = "on" if any(n > 1 for lvl in generator.densities for n in lvl) else "off"
+    if args.density and density == "off":
+        # FaceBoxes' rule round(4 x stride / size) gives 1 for anchors >= 4x their stride
+        density = "on, but every density is 1 for these anchor sizes (nothing added)"
     title = f"{Path(args.config).stem}, densification {density}"
     text = f"{title}\n{generator.extra_repr()}\n{report.table()}"
     print(text)

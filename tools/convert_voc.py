@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from detkit.cli import help_text
 from detkit.data.voc import convert_voc_to_coco
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, convert, print the report; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
     parser.add_argument("--voc-root", required=True, help="folder with Annotations/, JPEGImages/")
     parser.add_argument("--out-dir", required=True, help="where <split>.json files are written")
     parser.add_argument("--classes", default=None, help="comma-separated class order (1..K)")

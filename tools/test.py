@@ -1,9 +1,11 @@
-"""COCO evaluation of a checkpoint: ``tools/test.py CONFIG CHECKPOINT [--out DIR] [key=value ...]``.
+"""COCO evaluation of a checkpoint: ``tools/test.py [CONFIG] CKPT [--out DIR] [key=value ...]``.
+
+Without CONFIG (a YAML file or a preset name), the config stored in the checkpoint is used.
 
 Evaluates on ``test.ann_file`` when the config sets it, else on ``data.val``. EMA weights are
 used when the checkpoint has them. Test-time options come from the config's ``test`` section
 (NMS kind and thresholds, score threshold, input size, image pyramid ``test.scales``).
-Writes into --out (default ``<checkpoint dir>/test_<split>``): ``metrics.json``,
+Writes into --out (default ``<checkpoint dir>/eval_<split>``): ``metrics.json``,
 ``detections.json`` (COCO results, the dataset's own category ids), ``pr_curves.png`` and
 ``per_class_ap.png``; for two-stage models also ``proposal_recall.json``, the test-time
 proposals' recall of the objects (IoU >= 0.5) by size bucket and class.
@@ -22,51 +24,37 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detkit.config import load_cli_config  # noqa: E402
+from detkit.cli import help_text  # noqa: E402
+from detkit.presets import tool_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="YAML config file (see configs/)")
-    parser.add_argument("checkpoint", help="checkpoint written by tools/train.py (.pth)")
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
+    parser.add_argument("inputs", nargs="+", metavar="[CONFIG] CHECKPOINT [key=value]",
+                        help="optional YAML config or preset name (default: the config stored "
+                             "in the checkpoint), the .pth checkpoint, dotted overrides such "
+                             "as test.scales=[448,512,576]")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: <checkpoint dir>/test_<split>)")
+                        help="output folder (default: <checkpoint dir>/eval_<split>)")
     parser.add_argument("--no-ema", action="store_true",
                         help="evaluate the raw weights even when the checkpoint has EMA ones")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted config overrides, e.g. test.scales=[448,512,576]")
     return parser.parse_intermixed_args(argv)
-
-
-def eval_split(cfg: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """(split name, annotation file, image folder): ``test.ann_file`` if set, else data.val."""
-    test = cfg.get("test") or {}
-    if test.get("ann_file"):
-        return "test", test["ann_file"], test.get("img_dir")
-    data = cfg["data"]
-    if data["synthetic"]["enabled"]:
-        from detkit.engine.build import prepare_synthetic
-
-        data = prepare_synthetic(cfg)
-    if not data["val"]["ann_file"]:
-        raise ValueError("nothing to evaluate: set test.ann_file or data.val.ann_file")
-    return "val", data["val"]["ann_file"], data["val"]["img_dir"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
-    cfg = load_cli_config(args.config, args.overrides)
-    if cfg is None:
+    found = tool_config(args.inputs, 1)
+    if found is None:
         return 2
+    cfg, (args.checkpoint,) = found
     from detkit.data.coco import CocoDetection
+    from detkit.engine.build import evaluation_split
     from detkit.engine.inference import (
         Predictor,
         keep_raw,
@@ -86,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = read_test_options(cfg)
-        split, ann_file, img_dir = eval_split(cfg)
+        split, ann_file, img_dir = evaluation_split(cfg)
     except ValueError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"test_{split}"
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval_{split}"
     dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw,
                             full_decode=cfg["data"]["full_decode"])
     try:

@@ -25,12 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detkit.cli import help_text  # noqa: E402
 from detkit.config import dump_config, load_cli_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; ``--resume`` alone means ``<work_dir>/last.pth``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=help_text(__doc__))
     parser.add_argument("config", help="YAML config file (see configs/)")
     parser.add_argument("--work-dir", default=None,
                         help="output folder (default: work_dirs/<config name>)")

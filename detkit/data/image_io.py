@@ -16,7 +16,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ["UnreadableImageWarning", "check_image_file", "read_image_rgb", "read_images"]
+__all__ = ["IMAGE_SUFFIXES", "UnreadableImageWarning", "check_image_file", "list_image_files",
+           "read_image_rgb", "read_images"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class UnreadableImageWarning(UserWarning):
@@ -124,3 +127,18 @@ def read_images(
             continue
         read_paths.append(Path(path))
     return read_paths, images, failures
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Image files (by suffix, :data:`IMAGE_SUFFIXES`) directly in ``folder``, sorted by name.
+
+    Raises FileNotFoundError for a missing folder and ValueError for one without images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files

@@ -25,13 +25,14 @@ import json
 import multiprocessing
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["CLASSES", "SyntheticSample", "generate_synthetic_coco", "render_sample"]
+__all__ = ["CLASSES", "SyntheticSample", "SyntheticStyle", "generate_synthetic_coco",
+           "render_sample", "synthetic_settings"]
 
 CLASSES = ("circle", "square", "triangle", "star", "ellipse", "cross")
 # (probability, min box area, max box area) per COCO bucket, at 320 x 320; areas scale
@@ -40,6 +41,40 @@ SIZE_BUCKETS = ((0.40, 8**2, 29**2), (0.35, 35**2, 90**2), (0.25, 102**2, 150**2
 MAX_VISIBLE_LOSS = 0.5
 EMPTY_FRACTION = 0.05
 _STRIPE_LUT = np.round(18.0 + 18.0 * np.sin(np.arange(256) * 2.0 * np.pi / 256)).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SyntheticStyle:
+    """What the generator draws (the defaults are the COCO-like set described above).
+
+    Attributes:
+        classes: shape names, a subset of :data:`CLASSES`; category ``k`` is ``classes[k-1]``.
+        max_objects: objects per image are drawn from ``1..max_objects``.
+        side_range: ``(min, max)`` box side in pixels, areas log-uniform in between; None
+            takes the COCO-like :data:`SIZE_BUCKETS`.
+        clutter: background stripes and lines (the smooth colour field and noise stay).
+        textures: stripes / checker / speckle / gradient fills; False fills flat colours.
+        max_visible_loss: fraction of an earlier object a new one may hide.
+    """
+
+    classes: tuple[str, ...] = CLASSES
+    max_objects: int = 10
+    side_range: tuple[float, float] | None = None
+    clutter: bool = True
+    textures: bool = True
+    max_visible_loss: float = MAX_VISIBLE_LOSS
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.classes if c not in CLASSES]
+        if not self.classes or unknown or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct names out of {CLASSES}, got {self.classes}")
+        if not 1 <= self.max_objects < 255:
+            raise ValueError(f"max_objects must be in 1..254, got {self.max_objects}")
+        if self.side_range is not None and not 1 <= self.side_range[0] <= self.side_range[1]:
+            raise ValueError(f"side_range must be (min, max) with 1 <= min <= max, "
+                             f"got {self.side_range}")
+        if not 0.0 <= self.max_visible_loss <= 1.0:
+            raise ValueError(f"max_visible_loss must be in [0, 1], got {self.max_visible_loss}")
 
 
 @dataclass(frozen=True)
@@ -88,9 +123,11 @@ def _shape_points(rng: np.random.Generator, shape: str, box_area: float) -> np.n
     return (pts - pts.min(axis=0)) * np.sqrt(box_area / (w * h))
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray) -> np.ndarray:
-    """A textured ``[h, w, 3]`` uint8 patch around the colour ``base``."""
-    kind = rng.integers(5)
+def _texture(
+    rng: np.random.Generator, h: int, w: int, base: np.ndarray, textures: bool = True
+) -> np.ndarray:
+    """A textured (``textures``, else flat) ``[h, w, 3]`` uint8 patch around colour ``base``."""
+    kind = rng.integers(5) if textures else 0
     if kind == 0:
         return np.broadcast_to(base.astype(np.uint8), (h, w, 3))
     if kind == 3:
@@ -111,11 +148,11 @@ def _texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray) -> np.n
     return np.clip(patch, 0, 255).astype(np.uint8)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth colour field + optional stripes + clutter lines + pixel noise, uint8 RGB."""
+def _background(rng: np.random.Generator, size: int, clutter: bool = True) -> np.ndarray:
+    """Smooth colour field + (``clutter``) optional stripes and lines + pixel noise, uint8 RGB."""
     coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
     image = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
-    if rng.random() < 0.5:
+    if clutter and rng.random() < 0.5:
         # stripes: phase index (x cos + y sin) / period, as uint8 so it wraps mod 256
         theta, period = rng.uniform(0, np.pi), rng.uniform(4.0, 20.0)
         step = np.arange(size, dtype=np.float64) * (256.0 / (2.0 * np.pi * period))
@@ -123,7 +160,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         row = np.mod(step * np.sin(theta), 256).astype(np.uint8)
         stripes = cv2.LUT(np.add.outer(row, col, dtype=np.uint8), _STRIPE_LUT)
         image = cv2.subtract(cv2.add(image, cv2.merge([stripes] * 3)), (18, 18, 18, 0))
-    for _ in range(int(rng.integers(0, 6))):
+    for _ in range(int(rng.integers(0, 6)) if clutter else 0):
         p1, p2 = rng.integers(0, size, 2), rng.integers(0, size, 2)
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         cv2.line(image, tuple(map(int, p1)), tuple(map(int, p2)), color, int(rng.integers(1, 3)))
@@ -131,8 +168,14 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return cv2.subtract(cv2.add(image, noise), (16, 16, 16, 0))
 
 
-def _sample_areas(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """``n`` target box areas from :data:`SIZE_BUCKETS`, largest first."""
+def _sample_areas(
+    rng: np.random.Generator, n: int, size: int, side_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """``n`` target box areas, largest first: from :data:`SIZE_BUCKETS`, or log-uniform
+    between ``side_range[0]**2`` and ``side_range[1]**2`` pixels^2 when it is given."""
+    if side_range is not None:
+        lo, hi = np.log(np.square(np.asarray(side_range, np.float64)))
+        return np.sort(np.exp(rng.uniform(lo, hi, n)))[::-1]
     probs = np.array([b[0] for b in SIZE_BUCKETS])
     buckets = rng.choice(len(SIZE_BUCKETS), size=n, p=probs / probs.sum())
     lo = np.log([SIZE_BUCKETS[b][1] for b in buckets])
@@ -141,24 +184,26 @@ def _sample_areas(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.sort(areas)[::-1]
 
 
-def render_sample(
-    rng: np.random.Generator, image_size: int = 320, num_objects: int | None = None
-) -> SyntheticSample:
+def render_sample(rng: np.random.Generator, image_size: int = 320,
+                  num_objects: int | None = None, style: SyntheticStyle | None = None
+                  ) -> SyntheticSample:
     """Render one image and its tight boxes (see the module docstring for conventions).
 
-    ``num_objects``: objects to try to place (default: 1..10 drawn from ``rng``); an object
-    that finds no place hiding at most half of an earlier one after 10 tries is skipped.
+    ``num_objects``: objects to try to place (default: 1..``style.max_objects`` drawn from
+    ``rng``); an object that finds no place hiding at most ``style.max_visible_loss`` of an
+    earlier one after 10 tries is skipped. Labels are 1-based indices into ``style.classes``.
     """
     if num_objects is not None and not 0 <= num_objects < 255:
         raise ValueError(f"num_objects must be in 0..254 (uint8 label map), got {num_objects}")
-    image = _background(rng, image_size)
+    style = style or SyntheticStyle()
+    image = _background(rng, image_size, style.clutter)
     background = image.copy()
     label_map = np.zeros((image_size, image_size), np.uint8)
-    n = int(rng.integers(1, 11)) if num_objects is None else num_objects
+    n = int(rng.integers(1, style.max_objects + 1)) if num_objects is None else num_objects
     full, visible, labels, regions = [], [], [], []
-    for area in _sample_areas(rng, n, image_size):
-        label = int(rng.integers(len(CLASSES)))
-        pts = _shape_points(rng, CLASSES[label], area)
+    for area in _sample_areas(rng, n, image_size, style.side_range):
+        label = int(rng.integers(len(style.classes)))
+        pts = _shape_points(rng, style.classes[label], area)
         span = np.ceil(pts.max(axis=0)).astype(int) + 2
         if np.any(span >= image_size):
             continue
@@ -171,7 +216,7 @@ def render_sample(
             x0, y0 = (int(rng.integers(0, image_size - s)) for s in span)
             region = label_map[y0 : y0 + span[1], x0 : x0 + span[0]]
             covered = np.bincount(region[inside], minlength=len(full) + 1)[1:]
-            if np.all(np.array(visible) - covered >= (1 - MAX_VISIBLE_LOSS) * np.array(full)):
+            if np.all(np.array(visible) - covered >= (1 - style.max_visible_loss) * np.array(full)):
                 break
         else:
             continue
@@ -179,7 +224,7 @@ def render_sample(
         patch_bg = image[y0 : y0 + span[1], x0 : x0 + span[0]]
         if np.abs(base - np.array(cv2.mean(patch_bg)[:3])).sum() < 120:
             base = 255 - base
-        patch = _texture(rng, span[1], span[0], base)
+        patch = _texture(rng, span[1], span[0], base, style.textures)
         np.copyto(patch_bg, patch, where=inside[:, :, None])
         region[inside] = len(full) + 1
         pixels = cv2.countNonZero(mask)
@@ -216,10 +261,12 @@ def _split_indices(num_images: int, fractions: Mapping[str, float], seed: int) -
     return {s: sorted(order[a:b].tolist()) for s, a, b in zip(fractions, starts, cuts, strict=True)}
 
 
-def _encoded_sample(job: tuple[int, int, int, bool, str]) -> tuple[bytes, list, list]:
+def _encoded_sample(job: tuple[int, int, int, bool, str, SyntheticStyle]) -> tuple[bytes, list,
+                                                                                   list]:
     """Render image ``index`` of ``seed`` and encode it: ``(file bytes, boxes, labels)``."""
-    seed, index, image_size, empty, image_format = job
-    sample = render_sample(np.random.default_rng([seed, index]), image_size, 0 if empty else None)
+    seed, index, image_size, empty, image_format, style = job
+    rng = np.random.default_rng([seed, index])
+    sample = render_sample(rng, image_size, 0 if empty else None, style)
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if image_format == "jpg" else []
     ok, data = cv2.imencode(f".{image_format}", sample.image[:, :, ::-1], params)
     if not ok:
@@ -242,6 +289,17 @@ def _annotations(image_id: int, boxes: list, labels: list, first_id: int) -> lis
     ]
 
 
+def synthetic_settings(num_images: int, image_size: int, seed: int, style: SyntheticStyle) -> dict:
+    """The generation settings as a JSON-able dict (stored in each split's ``info``), so a
+    cached data set can be checked against the settings a config asks for."""
+    return {
+        "num_images": int(num_images),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(style).items()},
+    }
+
+
 def generate_synthetic_coco(
     out_dir: str | Path,
     num_images: int = 500,
@@ -250,14 +308,18 @@ def generate_synthetic_coco(
     split_fractions: Mapping[str, float] | None = None,
     image_format: str = "jpg",
     workers: int = 1,
+    style: SyntheticStyle | None = None,
 ) -> dict[str, Path]:
     """Write ``out_dir/images/*.{jpg,png}`` and one COCO JSON per split.
 
     Returns ``{split: json path}`` (default splits ``train`` 0.8 / ``val`` 0.2). File
-    names in the JSON are relative to ``out_dir``; category ids are ``1..6`` in
-    :data:`CLASSES` order; image ids are ``1..num_images``. ``workers > 1`` renders in
-    that many processes; the files are the same for any number of workers.
+    names in the JSON are relative to ``out_dir``; category ids are ``1..K`` in
+    ``style.classes`` order (default :data:`CLASSES`); image ids are ``1..num_images``.
+    ``workers > 1`` renders in that many processes; the files are the same for any number
+    of workers. Each JSON's ``info`` records the generation settings
+    (:func:`synthetic_settings`).
     """
+    style = style or SyntheticStyle()
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     fractions = dict(split_fractions or {"train": 0.8, "val": 0.2})
@@ -268,7 +330,7 @@ def generate_synthetic_coco(
         .permutation(num_images)[: int(round(EMPTY_FRACTION * num_images))]
         .tolist()
     )
-    jobs = [(seed, i, image_size, i in empty, image_format) for i in range(num_images)]
+    jobs = [(seed, i, image_size, i in empty, image_format, style) for i in range(num_images)]
     images, annotations = [], []
     with contextlib.ExitStack() as stack:
         if workers > 1:
@@ -284,13 +346,18 @@ def generate_synthetic_coco(
             )
             annotations += _annotations(index + 1, boxes, labels, len(annotations) + 1)
     categories = [
-        {"id": k, "name": n, "supercategory": "shape"} for k, n in enumerate(CLASSES, start=1)
+        {"id": k, "name": n, "supercategory": "shape"}
+        for k, n in enumerate(style.classes, start=1)
     ]
+    settings = synthetic_settings(num_images, image_size, seed, style)
     paths = {}
     for split, indices in _split_indices(num_images, fractions, seed).items():
         ids = {i + 1 for i in indices}
         coco = {
-            "info": {"description": f"detkit synthetic shapes, seed {seed}, split {split}"},
+            "info": {
+                "description": f"detkit synthetic shapes, seed {seed}, split {split}",
+                "detkit_synthetic": settings,
+            },
             "images": [im for im in images if im["id"] in ids],
             "annotations": [a for a in annotations if a["image_id"] in ids],
             "categories": categories,

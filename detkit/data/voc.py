@@ -171,10 +171,16 @@ class VocConversionReport:
 def _read_splits(voc_root: Path, skipped: list[str] | None = None) -> dict[str, list[str]]:
     """Split name -> image ids from ``ImageSets/Main/*.txt``.
 
-    Per-class lists (every line "id flag") are skipped and named in ``skipped``; an empty
-    list, or one that mixes one- and two-column lines, is a ValueError naming the file
-    and line (it would otherwise drop a whole split unnoticed).
+    A missing root or ``Annotations/`` folder is a FileNotFoundError naming it. Per-class
+    lists (every line "id flag") are skipped and named in ``skipped``; an empty list, or one
+    that mixes one- and two-column lines, is a ValueError naming the file and line (it would
+    otherwise drop a whole split unnoticed).
     """
+    if not voc_root.is_dir():
+        raise FileNotFoundError(f"VOC root folder not found: {voc_root}")
+    if not (voc_root / "Annotations").is_dir():
+        raise FileNotFoundError(f"{voc_root} has no Annotations/ folder (is it a VOC root, the "
+                                f"folder holding Annotations/, JPEGImages/, ImageSets/Main/?)")
     main = voc_root / "ImageSets" / "Main"
     splits = {}
     for txt in sorted(main.glob("*.txt")) if main.is_dir() else []:

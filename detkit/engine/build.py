@@ -89,20 +89,44 @@ def prepare_synthetic(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Generate the synthetic COCO data set of ``data.synthetic`` (rank 0; others wait).
 
     A set already in ``out_dir`` is reused only when it is the one asked for (image
-    count, size, seed); otherwise ValueError says what is there and what was asked.
-
-    Returns the ``data`` section with ``train``/``val`` pointing at the generated files.
+    count, size, seed and the recorded style settings); otherwise ValueError says what is
+    there and what was asked, and nothing is overwritten. Returns the ``data`` section with
+    ``train``/``val`` pointing at the generated files.
     """
-    from detkit.data import generate_synthetic_coco
-    from detkit.data.synthetic import synthetic_set_mismatch
+    import json
+
+    from detkit.data.synthetic import (
+        CLASSES,
+        SyntheticStyle,
+        generate_synthetic_coco,
+        synthetic_set_mismatch,
+        synthetic_settings,
+    )
 
     syn = cfg["data"]["synthetic"]
     out = Path(syn["out_dir"])
-    if du.is_main_process() and not (out / "train.json").is_file():
+    side = syn.get("side_range") or None
+    if side is not None and len(side) != 2:
+        raise ValueError(f"data.synthetic.side_range must be [min, max] pixels, got {side}")
+    style = SyntheticStyle(classes=tuple(syn.get("classes") or CLASSES),
+                           max_objects=syn.get("max_objects", 10),
+                           side_range=None if side is None else (float(side[0]), float(side[1])),
+                           clutter=syn.get("clutter", True),
+                           textures=syn.get("textures", True),
+                           max_visible_loss=syn.get("max_visible_loss", 0.5))
+    wanted = synthetic_settings(syn["num_images"], syn["image_size"], cfg["seed"], style)
+    train_json = out / "train.json"
+    if du.is_main_process() and not train_json.is_file():
         generate_synthetic_coco(out, num_images=syn["num_images"],
-                                image_size=syn["image_size"], seed=cfg["seed"])
+                                image_size=syn["image_size"], seed=cfg["seed"], style=style,
+                                workers=2 if syn["num_images"] >= 200 else 1)
     du.barrier()
     problem = synthetic_set_mismatch(out, syn["num_images"], syn["image_size"], cfg["seed"])
+    found = json.loads(train_json.read_text()).get("info", {}).get("detkit_synthetic")
+    if problem is None and found != wanted:
+        changed = sorted(k for k in wanted if (found or {}).get(k) != wanted[k])
+        problem = (f"{out} already holds a synthetic set made with other settings "
+                   f"({', '.join(changed)} differ from the config's)")
     if problem:  # reusing it would train on other data than the config says
         raise ValueError(f"{problem}. Use another data.synthetic.out_dir, or delete {out} "
                          f"to generate the requested set there")
@@ -110,6 +134,20 @@ def prepare_synthetic(cfg: Mapping[str, Any]) -> dict[str, Any]:
     data["train"] = {"ann_file": str(out / "train.json"), "img_dir": str(out)}
     data["val"] = {"ann_file": str(out / "val.json"), "img_dir": str(out)}
     return data
+
+
+def evaluation_split(cfg: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """(split name, annotation file, image folder) a checkpoint is evaluated on:
+    ``test.ann_file`` if set, else ``data.val`` (generated first for synthetic data)."""
+    test = cfg.get("test") or {}
+    if test.get("ann_file"):
+        return "test", test["ann_file"], test.get("img_dir")
+    data = cfg["data"]
+    if data["synthetic"]["enabled"]:
+        data = prepare_synthetic(cfg)
+    if not data["val"]["ann_file"]:
+        raise ValueError("nothing to evaluate: set test.ann_file or data.val.ann_file")
+    return "val", data["val"]["ann_file"], data["val"]["img_dir"]
 
 
 def _wrap_mixing(dataset: Any, cfg: Mapping[str, Any]) -> Any:

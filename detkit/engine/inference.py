@@ -229,10 +229,10 @@ def class_names_from_config(cfg: Mapping[str, Any]) -> list[str]:
     for path in candidates:
         if path and Path(path).is_file():
             return _read_categories(path)
-    if synthetic.get("enabled"):
+    if synthetic.get("enabled"):  # not generated here: the names the config asks for
         from detkit.data.synthetic import CLASSES
 
-        return list(CLASSES)
+        return list(synthetic.get("classes") or CLASSES)
     raise ValueError("cannot find the class names: none of test.ann_file, data.val.ann_file, "
                      "data.train.ann_file exists")
 

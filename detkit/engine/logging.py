@@ -72,8 +72,10 @@ class TrainLogger:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if use_tqdm:
+            # disable=None: no bar when stderr is not a terminal (a log file would get one
+            # line per refresh); the JSON-lines log and the printed records remain
             self._bar = tqdm(total=total_iters, initial=start_iter, dynamic_ncols=True,
-                             desc="train")
+                             desc="train", disable=None)
         if importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 

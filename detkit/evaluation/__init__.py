@@ -18,6 +18,7 @@ from detkit.evaluation.results import (
     all_gather_results,
     detections_to_coco_results,
     label_to_category_from_coco,
+    load_results_json,
     merge_rank_results,
     save_results_json,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "fast_backend_available",
     "label_to_category_from_coco",
     "load_coco_gt",
+    "load_results_json",
     "merge_rank_results",
     "resolve_backend",
     "save_results_json",

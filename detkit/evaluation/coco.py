@@ -32,6 +32,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detkit.evaluation.fast import resolve_backend, run_cocoeval
+from detkit.evaluation.results import load_results_json
 from detkit.evaluation.summary import (
     EvalResult,
     per_class_metrics,
@@ -322,7 +323,7 @@ def _nan_notes(metrics: Mapping[str, float], per_class: Mapping[str, Mapping[str
 
 def evaluate_detections(
     coco_gt: COCO | str | os.PathLike | Mapping,
-    results: Sequence[Mapping],
+    results: Sequence[Mapping] | str | os.PathLike,
     iou_type: str = "bbox",
     max_dets: Sequence[int] = (1, 10, 100),
     extra_area_ranges: Mapping[str, tuple[float, float]] | None = None,
@@ -335,7 +336,8 @@ def evaluate_detections(
         coco_gt: ground truth as a pycocotools ``COCO``, a path to a COCO JSON file or its dict.
             Any category names and (non-contiguous) ids; images without annotations count.
         results: COCO results, ``{"image_id", "category_id", "bbox": [x, y, w, h] (absolute
-            pixels of the original image), "score"}``; may be empty.
+            pixels of the original image), "score"}``, or the path of a JSON file holding
+            that list; may be empty.
         iou_type: only "bbox" is supported.
         max_dets: three increasing per-image detection limits; AP uses the last.
         extra_area_ranges: extra area buckets {name: (min_area, max_area)} in pixels^2,
@@ -352,6 +354,7 @@ def evaluate_detections(
     resolve_backend(backend)
     limits = _check_max_dets(max_dets)
     areas = _area_ranges(extra_area_ranges)
+    results = load_results_json(results)
     with _gc_paused():
         gt, notes = prepare_ground_truth(load_coco_gt(coco_gt))
         ids = sorted(gt.imgs) if img_ids is None else sorted({int(i) for i in img_ids})

@@ -117,6 +117,30 @@ def save_results_json(results: Sequence[Mapping], path: str | os.PathLike) -> Pa
     return path
 
 
+def load_results_json(results: str | os.PathLike | Sequence[Mapping]) -> list[dict]:
+    """COCO results from a JSON file (a list of detections, as written by
+    :func:`save_results_json` or any COCO tool); a sequence is returned as a list unchanged.
+
+    Raises FileNotFoundError for a missing file, ValueError for a file that is not a JSON list.
+    """
+    if not isinstance(results, (str, os.PathLike)):
+        return list(results)
+    path = Path(results)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if isinstance(data, Mapping) and "annotations" in data:
+        raise ValueError(f"{path} looks like a COCO ground-truth file (it has 'annotations'); "
+                         f"a results file is a JSON list of detections")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: a COCO results file is a JSON list of detections, got "
+                         f"{type(data).__name__}")
+    return data
+
+
 def merge_rank_results(per_rank: Sequence[Sequence[Mapping]]) -> list[dict]:
     """Concatenate per-rank result lists, keeping each image's detections from one rank only.
 

@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from detkit.data.synthetic import CLASSES, generate_synthetic_coco, main, render_sample
+from detkit.data.synthetic import (
+    CLASSES,
+    SyntheticStyle,
+    generate_synthetic_coco,
+    main,
+    render_sample,
+    synthetic_settings,
+)
 from detkit.data.validation import validate_coco
 
 
@@ -95,3 +102,28 @@ def test_cli_writes_dataset(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train: 8 images" in out and "val: 2 images" in out  # 10 * 0.8, 10 * 0.2
     assert len(list((tmp_path / "images").glob("*.jpg"))) == 10
+
+
+def test_style_sets_classes_sizes_and_clutter(tmp_path):
+    style = SyntheticStyle(classes=("square", "star"), max_objects=3, side_range=(12, 20),
+                           clutter=False, textures=False)
+    sides, counts = [], []
+    for i in range(40):
+        sample = render_sample(np.random.default_rng([2, i]), 96, style=style)
+        counts.append(len(sample.labels))
+        sides += np.sqrt(sample.boxes[:, 2] * sample.boxes[:, 3]).tolist()
+        assert set(sample.labels.tolist()) <= {1, 2}
+        # flat fills: every object's visible pixels take one colour
+        for k in np.unique(sample.label_map[sample.label_map > 0]):
+            assert len(np.unique(sample.image[sample.label_map == k], axis=0)) == 1
+    assert max(counts) <= 3 and min(counts) >= 1
+    # tight boxes of visible pixels: a hidden part can only shrink a box below 12 px
+    assert max(sides) <= 20 + 1 and np.median(sides) > 12
+    paths = generate_synthetic_coco(tmp_path, num_images=6, image_size=64, seed=1, style=style)
+    data = json.loads(paths["train"].read_text())
+    assert [c["name"] for c in data["categories"]] == ["square", "star"]
+    assert data["info"]["detkit_synthetic"] == synthetic_settings(6, 64, 1, style)
+    with pytest.raises(ValueError, match="classes must be distinct"):
+        SyntheticStyle(classes=("hexagon",))
+    with pytest.raises(ValueError, match="side_range"):
+        SyntheticStyle(side_range=(20, 10))

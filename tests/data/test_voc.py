@@ -175,3 +175,11 @@ def test_difficult_false_is_not_difficult_and_bad_flags_name_the_file(tmp_path):
         "<annotation><size><width>wide</width></size></annotation>")
     with pytest.raises(ValueError, match="a.xml: <size> must hold numbers"):
         convert_voc_to_coco(root, tmp_path / "coco3")
+
+
+def test_missing_folders_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="VOC root folder not found: .*nowhere"):
+        convert_voc_to_coco(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "voc").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no Annotations/ folder"):
+        convert_voc_to_coco(tmp_path / "voc", tmp_path / "out")

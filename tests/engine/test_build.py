@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,8 @@ from detkit.engine.build import (
     _transform_list,
     _wrap_mixing,
     build_train_loader,
+    evaluation_split,
+    prepare_synthetic,
     schedule_spec,
 )
 from detkit.engine.distributed import DistInfo
@@ -331,3 +334,23 @@ def test_a_different_synthetic_set_in_out_dir_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="holds a synthetic set of 10 images at 64 px .*asks "
                                          "for 12 images at 96 px"):
         prepare_synthetic(cfg(12, 96))
+
+
+def test_synthetic_data_is_reused_only_with_the_same_settings(tmp_path) -> None:
+    syn = {"enabled": True, "out_dir": str(tmp_path / "syn"), "num_images": 5,
+           "image_size": 48, "classes": ["circle", "square"], "max_objects": 2}
+    cfg = merge(defaults(), {"data": {"synthetic": syn}})
+    data = prepare_synthetic(cfg)
+    train = json.loads((tmp_path / "syn" / "train.json").read_text())
+    assert data["val"]["ann_file"] == str(tmp_path / "syn" / "val.json")
+    assert [c["name"] for c in train["categories"]] == ["circle", "square"]
+    stamp = (tmp_path / "syn" / "train.json").stat().st_mtime_ns
+    prepare_synthetic(cfg)  # same settings: reused, not rewritten
+    assert (tmp_path / "syn" / "train.json").stat().st_mtime_ns == stamp
+    other = merge(cfg, {"data": {"synthetic": {"classes": ["star"], "max_visible_loss": 0.2}}})
+    # other style settings: refused and named, the existing set is left as it is
+    with pytest.raises(ValueError, match="classes, max_visible_loss differ"):
+        prepare_synthetic(other)
+    assert (tmp_path / "syn" / "train.json").stat().st_mtime_ns == stamp
+    assert evaluation_split(cfg) == ("val", str(tmp_path / "syn" / "val.json"),
+                                     str(tmp_path / "syn"))

@@ -229,3 +229,15 @@ def test_eval_options_rejected_before_inference(test_section, message):
     cfg["test"].update(test_section)
     with pytest.raises(ValueError, match=message):
         read_test_options(cfg)
+
+
+def test_class_names_of_synthetic_data_not_generated_here(tmp_path) -> None:
+    from detkit.config import defaults, merge
+    from detkit.engine.inference import class_names_from_config
+
+    cfg = merge(defaults(), {"data": {"synthetic": {
+        "enabled": True, "out_dir": str(tmp_path / "absent"), "classes": ["cross", "circle"]}}})
+    assert class_names_from_config(cfg) == ["cross", "circle"]
+    cfg["data"]["synthetic"]["classes"] = []
+    assert class_names_from_config(cfg) == ["circle", "square", "triangle", "star", "ellipse",
+                                            "cross"]

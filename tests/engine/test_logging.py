@@ -76,3 +76,13 @@ def test_tensorboard_scalars_are_written(tmp_path: Path) -> None:
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 2.0), (2, 1.5)]
     assert [(e.step, e.value) for e in events.Scalars("eval/AP")] == [(2, 0.25)]
+
+
+def test_no_progress_bar_lines_when_stderr_is_not_a_terminal(tmp_path: Path, capsys) -> None:
+    # pytest's captured stderr is not a terminal: the bar must stay silent
+    log = TrainLogger(tmp_path, total_iters=50, use_tqdm=True)
+    for it in range(1, 51):
+        log.train_step(it, 0, {"loss": 1.0}, lr=0.1, images_per_s=8.0)
+    log.close()
+    assert log._bar is not None and log._bar.disable
+    assert "train:" not in capsys.readouterr().err

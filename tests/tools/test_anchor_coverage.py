@@ -125,6 +125,11 @@ def test_cli_yaml_config(tmp_path, capsys):
     assert tool.main([str(cfg), str(ann), "model.anchors=faceboxes", "--density"]) == 0
     # 21 anchors per cell on the same 2134 cells
     assert f"{21 * 2134} anchors" in capsys.readouterr().out
+    # RetinaNet anchors are >= 4x their stride (32 on stride 8: round(4 * 8 / 32) = 1), so
+    # --density adds nothing: the title says so instead of "densification off"
+    assert tool.main([str(cfg), str(ann), "model.anchors=retinanet", "--density"]) == 0
+    out = capsys.readouterr().out
+    assert "densification on, but every density is 1" in out and f"{9 * 2134} anchors" in out
 
 
 @pytest.mark.skipif(not (BCCD / "Annotations").is_dir(), reason=f"BCCD not found at {BCCD}")

@@ -75,7 +75,8 @@ def test_folder_gives_drawn_images_and_json_in_original_pixels(tmp_path: Path) -
     assert "2 images" in stdout and "(ema weights)" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["small.jpg", "small.json", "wide.json",
                                                      "wide.png"]
-    assert cv2.imread(str(out / "wide.png")).shape == (64, 96, 3)  # drawn on the original
+    # drawn enlarged for readable captions: factor ceil(512 / 96) = 6 -> 384 x 576
+    assert cv2.imread(str(out / "wide.png")).shape == (384, 576, 3)
     record = json.loads((out / "wide.json").read_text())
     assert (record["height"], record["width"]) == (64, 96)
     assert set(record["class_names"]) <= set(NAMES)

@@ -91,7 +91,7 @@ def test_evaluates_ema_weights_and_writes_files(tmp_path: Path) -> None:
     tool = _load_tool()
     code, out, err = _run(tool, str(config), str(ckpt), "model.score_threshold=0.3")
     assert code == 0, err
-    folder = ckpt.parent / "test_val"  # default output folder
+    folder = ckpt.parent / "eval_val"  # default output folder
     for name in ("metrics.json", "detections.json", "pr_curves.png", "per_class_ap.png"):
         assert (folder / name).is_file() and str(folder / name) in out
     assert "(ema weights)" in out and "class" in out and "APm" in out
@@ -157,7 +157,7 @@ def test_pyramid_options_from_the_test_section(tmp_path: Path) -> None:
                           "test.extra_area_ranges={tiny: [0, 64]}")
     assert code == 0, err
     assert "on test split" in out and "input 48x64, pyramid merged by soft_nms" in out
-    folder = ckpt.parent / "test_test"
+    folder = ckpt.parent / "eval_test"  # not "test_test"
     dets = json.loads((folder / "detections.json").read_text())
     per_image = {d["image_id"]: 0 for d in dets}
     for d in dets:

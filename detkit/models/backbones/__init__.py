@@ -4,6 +4,7 @@ Every backbone exposes ``out_channels: dict[str, int]`` and ``strides: dict[str,
 ``"c3"``, ``"c4"``, ``"c5"``. ``build_backbone(name, **kw)`` maps a config name to a constructor:
 
 * ``"snet49"``, ``"snet146"``, ``"snet535"`` -> :class:`SNet` (kw: ``weights_path``);
+* ``"plain_cnn"`` -> :class:`PlainCNN` (kw: ``widths``, ``weights_path``), for demos;
 * ``"resnet18"``, ``"resnet50"``, ``"mobilenet_v3_large"`` -> :class:`TorchvisionBackbone`
   (kw: ``weights_path``, ``trainable_layers``).
 """
@@ -15,6 +16,7 @@ from functools import partial
 
 from torch import nn
 
+from detkit.models.backbones.plain import PlainCNN, plain_cnn
 from detkit.models.backbones.snet import SNet, build_snet, snet49, snet146, snet535
 from detkit.models.backbones.torchvision_wrappers import (
     TORCHVISION_BACKBONES,
@@ -23,10 +25,12 @@ from detkit.models.backbones.torchvision_wrappers import (
 
 __all__ = [
     "BACKBONES",
+    "PlainCNN",
     "SNet",
     "TorchvisionBackbone",
     "build_backbone",
     "build_snet",
+    "plain_cnn",
     "snet49",
     "snet146",
     "snet535",
@@ -40,6 +44,7 @@ def _registry() -> dict[str, Callable[..., nn.Module]]:
         ("snet49", snet49),
         ("snet146", snet146),
         ("snet535", snet535),
+        ("plain_cnn", plain_cnn),
     ]
     entries += [(n, partial(TorchvisionBackbone, n)) for n in TORCHVISION_BACKBONES]
     for name, fn in entries:
