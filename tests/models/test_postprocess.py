@@ -1,6 +1,7 @@
 """Post-processing: top-k selection by hand, and the full chain against torchvision."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -184,3 +185,24 @@ def test_one_candidate_and_one_detection_are_valid_limits():
     for bad in ({"topk_candidates": 0}, {"max_detections": 0}):
         with pytest.raises(ValueError, match="must be >= 1"):
             PostprocessConfig(**bad)
+
+
+class _TopK(torch.nn.Module):
+    """select_topk(scores, 0.5, 4), the form the ONNX export traces."""
+
+    def forward(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return select_topk(scores, 0.5, 4)
+
+
+def test_traced_topk_count_follows_each_input():
+    # traced on 5 candidates above 0.5, the graph must still take min(4, #candidates) of
+    # another input: 2 candidates -> 2 rows; 6 candidates -> the best 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(_TopK(), torch.tensor([[0.9], [0.8], [0.7], [0.6], [0.55]]))
+    rows, labels, top = traced(torch.tensor([[0.2], [0.9], [0.1], [0.7]]))
+    assert rows.tolist() == [1, 3] and labels.tolist() == [1, 1]
+    assert top.tolist() == pytest.approx([0.9, 0.7])
+    rows, _, top = traced(torch.tensor([[0.6], [0.9], [0.95], [0.7], [0.8], [0.3], [0.99]]))
+    assert rows.tolist() == [6, 2, 1, 4]
+    assert top.tolist() == pytest.approx([0.99, 0.95, 0.9, 0.8])

@@ -157,7 +157,7 @@ def test_batched_shapes_sub_pixel_areas_and_small_box_bounds():
     # sides below one pixel: 0.5 x 0.25 = 0.125
     assert box_area(torch.tensor([[0.0, 0.0, 0.5, 0.25]])).tolist() == [0.125]
     # non-square boxes away from the origin; sides equal to min_size are kept
-    b = torch.tensor([[10.0, 2, 12, 30], [3, 20, 40, 21.5], [5, 5, 7, 7]])
-    # widths 2, 37, 2; heights 28, 1.5, 2
-    assert remove_small_boxes(b, 2.0).tolist() == [0, 2]
-    assert remove_small_boxes(b, 1.5).tolist() == [0, 1, 2]
+    b = torch.tensor([[10.0, 2, 12, 30], [3, 20, 40, 21.5], [5, 5, 7, 7], [0, 10, 5, 15]])
+    # widths 2, 37, 2, 5; heights 28, 1.5, 2, 5
+    assert remove_small_boxes(b, 2.0).tolist() == [0, 2, 3]
+    assert remove_small_boxes(b, 1.5).tolist() == [0, 1, 2, 3]

@@ -479,3 +479,32 @@ def test_input_shapes_are_checked():
         soft_nms(boxes, scores, idxs=torch.zeros(9, dtype=torch.long))
     with pytest.raises(ValueError, match=r"scores must be \[10\]"):
         soft_nms(boxes, scores[:3])
+
+
+def test_soft_nms_boundaries_defaults_and_degenerate_boxes():
+    # A (0, 0, 10, 10) 0.9, B (0, 0, 10, 5) 0.5: IoU 0.5 exactly
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5]])
+    scores = torch.tensor([0.9, 0.5])
+    # linear at its default threshold 0.3: B -> 0.5 * (1 - 0.5) = 0.25, which equals the
+    # score threshold 0.25 and is kept (removal is for scores below it)
+    keep, new = soft_nms(boxes, scores, method="linear", score_threshold=0.25)
+    assert keep.tolist() == [0, 1] and new.tolist() == pytest.approx([0.9, 0.25])
+    # an IoU equal to the linear threshold leaves the score alone
+    keep, new = soft_nms(boxes, scores, method="linear", iou_threshold=0.5)
+    assert new.tolist() == pytest.approx([0.9, 0.5])
+    # a start score equal to the score threshold is kept
+    keep, _ = soft_nms(boxes[:1], torch.tensor([0.25]), score_threshold=0.25)
+    assert keep.tolist() == [0]
+    # two identical zero-area boxes: union 0, IoU 0, no decay (no 0 / 0)
+    points = torch.tensor([[4.0, 4, 4, 4], [4, 4, 4, 4]])
+    keep, new = soft_nms(points, torch.tensor([0.8, 0.6]))
+    assert keep.tolist() == [0, 1] and new.tolist() == pytest.approx([0.8, 0.6])
+    # sub-pixel boxes (unions below 1 px^2) decay like any others: plain-Python reference
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(12, 2, generator=g)
+    tiny = torch.cat([xy, xy + 0.2 + 0.6 * torch.rand(12, 2, generator=g)], dim=1)
+    tiny_scores = torch.rand(12, generator=g)
+    keep, new = soft_nms(tiny, tiny_scores)
+    ref_keep, ref_scores = ref_soft_nms(tiny, tiny_scores)
+    assert keep.tolist() == ref_keep
+    torch.testing.assert_close(new, torch.tensor(ref_scores, dtype=new.dtype))

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torchvision.ops import ps_roi_align
 
-from detkit.models.heads.rcnn import RCNNHead, RCNNStage, ps_roi_align_by_roi_align, sample_rois
+from detkit.models.heads.rcnn import (
+    RCNNHead,
+    RCNNStage,
+    SampledRoIs,
+    ps_roi_align_by_roi_align,
+    sample_rois,
+)
 from detkit.models.matching import Matcher
 from detkit.models.postprocess import PostprocessConfig
 
@@ -171,3 +177,20 @@ def test_iou_box_loss_weight_and_sampled_normaliser(box_loss: str, weight: float
     samples = [SampledRoIs(rois, torch.tensor([2, 0, 0, 0]), targets, torch.ones(4))]
     losses = stage.compute_losses(torch.zeros(4, 4), torch.zeros(4, 4), samples)
     torch.testing.assert_close(losses["rcnn_box"], torch.tensor(expected))
+
+
+def test_exact_losses_with_a_foreground_and_a_background_roi() -> None:
+    # RoI 0: foreground, label 2, on its box; RoI 1: background. Logits [0, 0, 2, 0] and
+    # [1, 0, 0, 0]: cross-entropy ln(e^2 + 3) - 2 and ln(e + 3) - 1, mean over the 2 RoIs.
+    # Box: smooth-L1 (beta 1/9) on the foreground deltas, predicted dx = 1 against 0:
+    # 1 - 1/18, divided by the 2 sampled RoIs
+    stage = RCNNStage(RCNNHead(num_classes=3), box_loss="smooth_l1", label_smoothing=0.0)
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    samples = [SampledRoIs(torch.cat([box, box + 20]), torch.tensor([2, 0]),
+                           torch.cat([box, torch.zeros(1, 4)]), torch.ones(2))]
+    logits = torch.tensor([[0.0, 0.0, 2.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    deltas = torch.tensor([[1.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]])  # bg deltas unused
+    losses = stage.compute_losses(logits, deltas, samples)
+    cls = (math.log(math.exp(2) + 3) - 2 + math.log(math.e + 3) - 1) / 2
+    assert float(losses["rcnn_cls"]) == pytest.approx(cls, rel=1e-6)
+    assert float(losses["rcnn_box"]) == pytest.approx((1 - 1 / 18) / 2, rel=1e-6)
