@@ -177,22 +177,21 @@ def train_overrides(ctx: Context, row: Row, seed: int, fold: int, iters: int) ->
     """tools/train.py overrides of a fold: its training images, length, and (fold 0 only) a
     held-out curve: the held-out fold is evaluated 4 times during training (never used to
     choose the model: the suite tests ``last.pth``)."""
+    from detkit.config import load_config
+
+    cfg = load_config(row.config)
     train, test = ctx.folds.files[fold]
+    n_train = len(json.loads(Path(train).read_text())["images"])
+    run_epochs = iters / max(1, n_train // cfg["data"]["batch_size"])
     out = [f"seed={seed}", f"data.train.ann_file={train}",
            f"data.train.img_dir={ctx.dataset.img_dir}", f"schedule.max_iters={iters}"]
     if fold == 0:
-        n_train = len(json.loads(Path(train).read_text())["images"])
-        epochs = max(1, iters // max(1, n_train // 8))
         out += [f"data.val.ann_file={test}", f"data.val.img_dir={ctx.dataset.img_dir}",
-                f"eval.interval={max(1, epochs // 4)}"]
+                f"eval.interval={max(1, int(run_epochs) // 4)}"]
     else:
         out += ["data.val.ann_file=null", "eval.interval=0"]
-    from detkit.config import load_config
-
-    if load_config(row.config)["schedule"]["decay"] == "step":
+    if cfg["schedule"]["decay"] == "step":
         # step decay at 2/3 and 5/6 of the run, where [4, 5] of 6 epochs put it
-        n_train = len(json.loads(Path(train).read_text())["images"])
-        run_epochs = iters / max(1, n_train // 8)
         out.append(f"schedule.milestones=[{max(1, round(run_epochs * 4 / 6))},"
                    f"{max(1, round(run_epochs * 5 / 6))}]")
     return out
