@@ -28,7 +28,8 @@ schedule) take the full model's iterations instead, so they compare at equal ste
 a fraction of the run (``schedule.warmup_fraction``), so it means the same on every dataset.
 
 Resumable: a finished fold (its result JSON exists) is skipped; a fold whose work folder holds
-``last.pth`` resumes from it. Results go to
+``last.pth`` resumes from it. Either is refused, naming the keys, when the row's YAML now sets
+another value than the kept fold was made with (:mod:`suite_store`). Results go to
 ``benchmarks/results/<name>/k<k>_<minutes>min/<row>_s<seed>_f<fold>.json``, with the fold's
 held-out detections beside it (``.dets.json.gz``). The "nms" row trains nothing: it predicts
 every fold with the full model's fold checkpoints once per NMS kind.
@@ -37,7 +38,6 @@ every fold with the full model's fold checkpoints once per NMS kind.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -63,6 +63,7 @@ from suite_measure import (  # noqa: E402
     read_log,
 )
 from suite_rows import NMS_KINDS, Row, find_row  # noqa: E402
+from suite_store import check_kept_fold, compact, write_dets  # noqa: E402
 
 RESULTS_DIR = Path("benchmarks") / "results"
 WORK_ROOT = Path("work_dirs") / "bench"
@@ -204,22 +205,23 @@ def test_overrides(ctx: Context, fold: int, nms: str | None = None) -> list[str]
     return out + ([f"test.nms={nms}"] if nms else [])
 
 
-def _write_dets(path: Path, dets: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
-        json.dump(dets, handle, separators=(",", ":"))
+def fold_overrides(ctx: Context, row: Row, seed: int, fold: int) -> list[str]:
+    """The overrides of one (row, seed, fold) on the row's config: those of training for a
+    "train" row, the seed for an "nms" row (which only tests)."""
+    if row.kind == "nms":
+        return [f"seed={seed}"]
+    return train_overrides(ctx, row, seed, fold, max_iters(ctx, row))
 
 
-def _compact(dets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"image_id": d["image_id"], "category_id": d["category_id"],
-             "bbox": [round(float(v), 2) for v in d["bbox"]], "score": round(d["score"], 5)}
-            for d in dets]
+def fold_config(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
+    """The resolved config of one (row, seed, fold) (:func:`fold_overrides` applied)."""
+    from detkit.config import load_config
+
+    return load_config(row.config, fold_overrides(ctx, row, seed, fold))
 
 
 def train_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
     """Train (or resume) and test one fold of a "train" row; return its measurements."""
-    from detkit.config import load_config
-
     work = ctx.work_dir(row.name, seed, fold)
     iters = max_iters(ctx, row)
     overrides = train_overrides(ctx, row, seed, fold, iters)
@@ -232,10 +234,10 @@ def train_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
                 "--out", str(work / "test"), f"seed={seed}", *test_overrides(ctx, fold)]
     train_s = run_command(train_cmd)
     test_s = run_command(test_cmd)
-    cfg = load_config(row.config, overrides)
+    cfg = fold_config(ctx, row, seed, fold)
     metrics = json.loads((work / "test" / "metrics.json").read_text())
     dets = json.loads((work / "test" / "detections.json").read_text())
-    _write_dets(ctx.dets(row.name, seed, fold), _compact(dets))
+    write_dets(ctx.dets(row.name, seed, fold), compact(dets))
     recall_file = work / "test" / "proposal_recall.json"
     train_log, _ = read_log(work / "log.jsonl")
     body: dict[str, Any] = {
@@ -259,13 +261,11 @@ def train_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
 
 def nms_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
     """Predict one fold with the full model's fold checkpoint once per NMS kind."""
-    from detkit.config import load_config
-
     ckpt = ctx.work_dir(row.checkpoint_of, seed, fold) / "last.pth"
     if not ckpt.is_file() or not ctx.result(row.checkpoint_of, seed, fold).is_file():
         raise FileNotFoundError(f"{ckpt} missing: run `python benchmarks/suite.py run "
                                 f"{row.checkpoint_of} --seeds {seed}` first")
-    cfg = load_config(row.config, [f"seed={seed}"])
+    cfg = fold_config(ctx, row, seed, fold)
     _, test = ctx.folds.files[fold]
     kinds, commands, all_dets = {}, [], {}
     for kind in NMS_KINDS:
@@ -274,22 +274,27 @@ def nms_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
                f"seed={seed}", *test_overrides(ctx, fold, kind)]
         run_command(cmd)
         metrics = json.loads((out / "metrics.json").read_text())
-        all_dets[kind] = _compact(json.loads((out / "detections.json").read_text()))
+        all_dets[kind] = compact(json.loads((out / "detections.json").read_text()))
         kinds[kind] = {"fold_metrics": {k: v for k, v in metrics.items() if k != "per_class"},
                        "nms_ms_per_image": nms_milliseconds(cfg, ckpt, Path(test),
                                                             ctx.dataset.img_dir, kind)}
         commands.append(" ".join(cmd[1:]))
-    _write_dets(ctx.dets(row.name, seed, fold), all_dets)
+    write_dets(ctx.dets(row.name, seed, fold), all_dets)
     return {"config": cfg, "commands": commands, "checkpoint": str(ckpt), "nms_kinds": kinds}
 
 
 def run_fold(ctx: Context, name: str, seed: int, fold: int) -> Path:
-    """Run one (row, seed, fold) unless its result exists; return the result path."""
+    """Run one (row, seed, fold) unless its result exists; return the result path. A kept
+    result or half-trained run made with another config is refused (:mod:`suite_store`)."""
     path = ctx.result(name, seed, fold)
+    row = find_row(name)
+    from detkit.config import explicit_config
+
+    check_kept_fold(path, ctx.work_dir(name, seed, fold),
+                    explicit_config(row.config, fold_overrides(ctx, row, seed, fold)))
     if path.is_file():
         print(f"done already: {path}", flush=True)
         return path
-    row = find_row(name)
     start = time.perf_counter()
     body = (nms_fold if row.kind == "nms" else train_fold)(ctx, row, seed, fold)
     import torch

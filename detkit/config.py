@@ -49,6 +49,8 @@ _SPLIT = {"ann_file": _f("str", None, True), "img_dir": _f("str", None, True)}
 SCHEMA: dict[str, Any] = {
     "seed": _f("int", 0),
     "deterministic": _f("bool", False),
+    # torch intra-op threads while training; null keeps torch's default (one per core)
+    "threads": _f("int", None, True),
     "device": _f("str", "auto", choices=("auto", "cpu", "cuda")),
     "data": {
         "train": dict(_SPLIT),
@@ -373,6 +375,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, An
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg
+
+
+def explicit_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Only the keys that a config file (with its base) and ``overrides`` set, validated but
+    without the schema's defaults: what a user wrote, as opposed to :func:`load_config`."""
+    return apply_overrides(_load_file(Path(path).resolve()), overrides)
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | Path) -> None:

@@ -30,6 +30,7 @@ _IMAGE_SIDE: Bound = (32, 8192, False, False)
 
 RANGES: dict[str, Bound] = {
     "seed": (0, 2**32 - 1, False, False),  # numpy's seed range
+    "threads": _AT_LEAST_ONE,
     "data.img_size": _IMAGE_SIDE,
     "data.batch_size": _AT_LEAST_ONE,
     "data.num_workers": _NON_NEGATIVE,

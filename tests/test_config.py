@@ -14,6 +14,7 @@ from detkit.config import (
     config_diff,
     defaults,
     dump_config,
+    explicit_config,
     load_config,
     nearest_key,
 )
@@ -24,6 +25,16 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_explicit_config_holds_only_what_the_files_and_overrides_set(tmp_path: Path) -> None:
+    _write(tmp_path / "base.yaml", "optim:\n  base_lr: 0.01\nmodel:\n  type: dense_detector\n")
+    leaf = _write(tmp_path / "leaf.yaml", "base: base.yaml\noptim:\n  base_lr: 0.02\n")
+    assert explicit_config(leaf, ["data.batch_size=4", "model.neck=ssh"]) == {
+        "optim": {"base_lr": 0.02}, "model": {"type": "dense_detector", "neck": "ssh"},
+        "data": {"batch_size": 4}}
+    with pytest.raises(ConfigError, match="unknown config key"):
+        explicit_config(leaf, ["optim.base_rl=1"])
 
 
 def test_base_merge_and_typed_overrides(tmp_path: Path) -> None:
@@ -145,6 +156,7 @@ def test_config_diff_names_changed_keys() -> None:
     ("data.img_size=0", "'data.img_size' must be in [32, 8192], got 0"),
     ("data.img_size=7", "'data.img_size' must be in [32, 8192], got 7"),
     ("seed=-1", "'seed' must be in [0, 4294967295], got -1"),
+    ("threads=0", "'threads' must be in [1, inf), got 0"),
     ("optim.betas=[0.9,1.0]", "'optim.betas' must be in [0, 1), got 1.0"),
     ("optim.base_lr=nan", "'optim.base_lr' must be in (0, inf), got nan"),
 ])

@@ -51,10 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed python, numpy and torch; optionally force deterministic algorithms."""
+def seed_everything(seed: int, deterministic: bool, threads: int | None = None) -> None:
+    """Seed python, numpy and torch; optionally force deterministic algorithms and set the
+    number of torch intra-op threads (``None`` keeps torch's default)."""
     import numpy as np
     import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     random.seed(seed)
     np.random.seed(seed)
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # device=cuda without CUDA
         print(f"config error: {err}; use device=cpu or device=auto", file=sys.stderr)
         return 2
-    seed_everything(cfg["seed"] + info.rank, cfg["deterministic"])
+    seed_everything(cfg["seed"] + info.rank, cfg["deterministic"], cfg["threads"])
     try:
         if info.is_main:
             for notice in prepare_work_dir(work_dir, bool(args.resume), args.overwrite):

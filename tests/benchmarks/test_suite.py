@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from detkit.config import config_diff, load_config
+from detkit.config import config_diff, dump_config, load_config
 from detkit.engine.build import check_model_keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +25,7 @@ def _module(name: str):  # type: ignore[no-untyped-def]
 
 
 rows = _module("suite_rows")
+store = _module("suite_store")
 suite = _module("suite")
 kfold = _module("kfold")
 
@@ -100,14 +101,52 @@ def test_fold_overrides(tmp_path: Path) -> None:
     assert suite.test_overrides(ctx, 2, "soft_nms")[-1] == "test.nms=soft_nms"
 
 
-def test_finished_folds_are_skipped(tmp_path: Path, monkeypatch) -> None:
+def _calibrated(tmp_path: Path):  # type: ignore[no-untyped-def]
     ctx = _ctx(tmp_path)
+    ctx.out.mkdir(parents=True)
+    (ctx.out / "calibration.json").write_text(json.dumps({rows.FULL: {"s_per_iter": 0.4}}))
+    return ctx
+
+
+def test_finished_folds_are_skipped(tmp_path: Path, monkeypatch) -> None:
+    ctx = _calibrated(tmp_path)
     path = ctx.result(rows.FULL, 0, 1)
-    path.parent.mkdir(parents=True)
-    path.write_text("{}")
+    row = rows.find_row(rows.FULL)
+    path.write_text(json.dumps({"config": suite.fold_config(ctx, row, 0, 1)}))
     monkeypatch.setattr(suite, "train_fold", lambda *a: pytest.fail("must not train"))
     assert suite.run_fold(ctx, rows.FULL, 0, 1) == path
     assert suite.fold_status(ctx, rows.FULL, 0) == "1/3"
+
+
+def test_a_fold_kept_from_another_config_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Editing a row's YAML (here its length, and its box loss) must not let the
+    runner skip or resume folds made before the edit."""
+    ctx = _calibrated(tmp_path)
+    row = rows.find_row(rows.FULL)
+    monkeypatch.setattr(suite, "train_fold", lambda *a: pytest.fail("must not train"))
+    kept = suite.fold_config(ctx, row, 0, 1)
+    kept["schedule"]["max_iters"] = 200  # the row now asks for 120 s / 0.4 = 300
+    ctx.result(rows.FULL, 0, 1).write_text(json.dumps({"config": kept}))
+    with pytest.raises(store.StaleFoldError, match=r"\(schedule.max_iters differ\)"):
+        suite.run_fold(ctx, rows.FULL, 0, 1)
+    # a half-trained run: its config.yaml beside last.pth
+    work = ctx.work_dir(rows.FULL, 0, 2)
+    work.mkdir(parents=True)
+    (work / "last.pth").write_bytes(b"")
+    half = suite.fold_config(ctx, row, 0, 2)
+    half["model"]["box_loss"] = "giou"  # the row's YAML sets ciou
+    dump_config(half, work / "config.yaml")
+    with pytest.raises(store.StaleFoldError, match="model.box_loss differ"):
+        suite.run_fold(ctx, rows.FULL, 0, 2)
+
+
+def test_stale_keys_compare_only_what_the_row_sets() -> None:
+    kept = {"seed": 0, "model": {"type": "t", "x": [1, 2]}, "data": {"a": 1, "b": 2}}
+    # keys the row does not set (data.b) are not compared; tuples equal lists
+    assert store.stale_keys(kept, {"model": {"x": (1, 2)}, "data": {"a": 1}}) == []
+    # a changed value and a key the kept config lacks are both named
+    assert store.stale_keys(kept, {"data": {"a": 3}, "model": {"y": 1}}) == ["data.a",
+                                                                           "model.y"]
 
 
 def test_seconds_per_iteration_from_a_log(tmp_path: Path) -> None:
@@ -125,7 +164,7 @@ def _write_fold(ctx, row: str, seed: int, fold: int, dets: list) -> None:  # typ
     ctx.result(row, seed, fold).parent.mkdir(parents=True, exist_ok=True)
     ctx.result(row, seed, fold).write_text(json.dumps(
         {"row": row, "seed": seed, "fold": fold, "max_iters": 300, "latency_ms": 10.0}))
-    suite._write_dets(ctx.dets(row, seed, fold), dets)
+    store.write_dets(ctx.dets(row, seed, fold), dets)
 
 
 def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:

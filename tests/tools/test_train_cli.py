@@ -39,6 +39,21 @@ def test_parse_args_resume_forms() -> None:
     assert c.resume is None and c.overrides == ["seed=2"] and c.no_progress
 
 
+def test_seed_everything_sets_the_thread_count_only_when_asked() -> None:
+    import torch
+
+    tool = _load_tool()
+    before = torch.get_num_threads()
+    try:
+        tool.seed_everything(0, False, 1)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        tool.seed_everything(0, False, None)  # null: torch's count is left as it was
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_config_errors_exit_before_work(tmp_path: Path) -> None:
     res = _run(str(DEMO), "--work-dir", str(tmp_path / "w"), "optim.base_lrr=0.1", cwd=tmp_path)
     assert res.returncode == 2
