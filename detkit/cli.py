@@ -10,6 +10,7 @@ export     ``detkit export [CONFIG] CKPT --out model.onnx``
 eval       ``detkit eval GT.json RESULTS.json [--out DIR]`` (a COCO results file)
 convert    ``detkit convert --voc-root DIR --out-dir OUT`` (Pascal VOC -> COCO)
 analyze    ``detkit analyze ANN.json [--out DIR]`` (dataset statistics)
+browse     ``detkit browse ANN.json [--out DIR]`` (ground truth drawn, conversion marks)
 coverage   ``detkit coverage CONFIG ANN.json`` (anchor coverage)
 info       ``detkit info CONFIG|PRESET|CKPT`` (parameters, MACs, latency)
 demo       ``detkit demo`` (train, test and draw on synthetic data)
@@ -48,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("detkit.evaluation.cli", "evaluate a COCO results file against a ground truth"),
     "convert": ("tools/convert_voc.py", "convert Pascal VOC annotations to COCO JSON"),
     "analyze": ("tools/analyze_dataset.py", "statistics and plots of a COCO annotation file"),
+    "browse": ("tools/browse_gt.py", "draw a dataset's ground truth, conversion problems marked"),
     "coverage": ("tools/anchor_coverage.py", "share of ground-truth boxes anchors cover"),
     "info": ("detkit.models.info", "parameters, MACs and latency of a model"),
     "demo": ("tools/demo.py", "train, test and draw on generated data (about 3 min on 2 cores)"),

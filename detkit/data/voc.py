@@ -20,6 +20,9 @@ Conventions (fixed, tested):
   are numbered in the same order, so one image has the same ids in every split file.
 * ``file_name`` is the image path relative to ``OUT`` (forward slashes), so the
   dataset and the JSON folder can be moved together.
+* ``OUT/conversion_report.json`` lists every dropped or clipped box with its image's
+  ``file_name``, class, the box as read (COCO xywh, before clipping) and the reason, for the
+  ground-truth browser (:mod:`detkit.evaluation.gt_browser`) to draw.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+REPORT_FILE = "conversion_report.json"
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ class VocConversionReport:
     skipped_images: list[str] = field(default_factory=list)
     skipped_lists: list[str] = field(default_factory=list)
     splits: dict[str, tuple[int, int, Path]] = field(default_factory=dict)
+    # one {"file_name", "class", "bbox" (xywh as read), "reason"} per dropped / clipped box
+    marks: list[dict] = field(default_factory=list)
 
     @property
     def kept(self) -> int:
@@ -256,23 +262,27 @@ def convert_voc_to_coco(
         for obj in rec.objects:
             coords = [int(v) if v.is_integer() else v for v in obj.box]
             desc = f"{rec.xml_name}: {obj.name} {coords}"
-            if obj.name not in cat_ids:
-                report.dropped.append(f"{desc} (class not in the class list)")
-                continue
-            if not all(math.isfinite(v) for v in obj.box):  # NaN would reach the JSON
-                report.dropped.append(f"{desc} (non-finite coordinate)")
-                continue
             x, y, w, h = voc_box_to_coco(obj.box)
-            if w <= 0 or h <= 0:
-                report.dropped.append(f"{desc} (zero or negative size)")
-                continue
+            mark = {"file_name": rel, "class": obj.name, "bbox": [x, y, w, h]}
+            reason = None
+            if obj.name not in cat_ids:
+                reason = "class not in the class list"
+            elif not all(math.isfinite(v) for v in obj.box):  # NaN would reach the JSON
+                reason = "non-finite coordinate"
+            elif w <= 0 or h <= 0:
+                reason = "zero or negative size"
             x1, y1 = max(x, 0.0), max(y, 0.0)
             x2, y2 = min(x + w, float(width)), min(y + h, float(height))
-            if x2 <= x1 or y2 <= y1:
-                report.dropped.append(f"{desc} (outside the image)")
+            if reason is None and (x2 <= x1 or y2 <= y1):
+                reason = "outside the image"
+            if reason is not None:
+                report.dropped.append(f"{desc} ({reason})")
+                if reason != "non-finite coordinate":  # JSON has no NaN
+                    report.marks.append({**mark, "reason": f"dropped: {reason}"})
                 continue
             if (x1, y1, x2, y2) != (x, y, x + w, y + h):
                 report.clipped.append(desc)
+                report.marks.append({**mark, "reason": "clipped to the image"})
             report.kept_per_class[obj.name] += 1
             report.difficult += int(obj.difficult)
             annotations[stem].append(
@@ -304,4 +314,5 @@ def convert_voc_to_coco(
         path = out_dir / f"{split}.json"
         path.write_text(json.dumps(coco))
         report.splits[split] = (len(kept_ids), len(anns), path)
+    (out_dir / REPORT_FILE).write_text(json.dumps({"marks": report.marks}, indent=1))
     return report

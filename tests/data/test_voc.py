@@ -85,6 +85,19 @@ def test_tiny_voc_tree(tmp_path):
     assert target["labels"].tolist() == [2]
 
 
+def test_conversion_report_marks_dropped_and_clipped_boxes(tmp_path):
+    out = tmp_path / "coco"
+    convert_voc_to_coco(_tiny_voc(tmp_path / "voc"), out)
+    marks = json.loads((out / "conversion_report.json").read_text())["marks"]
+    # b.xml: cat (3, 4, 3, 9) -> x 3-1 = 2, y 4-1 = 3, w 3-3 = 0, h 9-4 = 5: dropped;
+    # dog (20, 10, 45, 30) -> [19, 9, 25, 20] as read, clipped at W = 40 when written
+    assert marks == [
+        {"file_name": "../voc/JPEGImages/b.jpg", "class": "cat", "bbox": [2.0, 3.0, 0.0, 5.0],
+         "reason": "dropped: zero or negative size"},
+        {"file_name": "../voc/JPEGImages/b.jpg", "class": "dog", "bbox": [19.0, 9.0, 25.0, 20.0],
+         "reason": "clipped to the image"}]
+
+
 def test_explicit_classes_drop_unknown(tmp_path):
     report = convert_voc_to_coco(_tiny_voc(tmp_path / "voc"), tmp_path / "o", ["dog", "cat"])
     assert report.classes == ["dog", "cat"]
@@ -112,6 +125,11 @@ def test_bccd_conversion(tmp_path, capsys):
     assert "images: 364  objects: 4,888  kept: 4,886 (RBC 4,153, WBC 372, Platelets 361)" in out
     assert "dropped BloodImage_00338.xml: RBC [504, 337, 504, 337] (zero or negative size)" in out
     assert "dropped BloodImage_00343.xml: RBC [181, 329, 181, 329] (zero or negative size)" in out
+    # the two broken boxes, as read (504 - 1 = 503, 337 - 1 = 336, zero size), for the browser
+    marks = json.loads((tmp_path / "conversion_report.json").read_text())["marks"]
+    assert [(Path(m["file_name"]).name, m["bbox"]) for m in marks] == [
+        ("BloodImage_00338.jpg", [503.0, 336.0, 0.0, 0.0]),
+        ("BloodImage_00343.jpg", [180.0, 328.0, 0.0, 0.0])]
     counts = {}
     for split in ("train", "val", "test", "trainval"):
         data = json.loads((tmp_path / f"{split}.json").read_text())
