@@ -68,18 +68,18 @@ def generator_from_args(args: argparse.Namespace, num_classes: int) -> AnchorGen
         strides = [int(s) for s in args.strides.split(",") if s]
         return anchor_generator_from_preset(args.config, strides, densify=bool(args.density))
     from detkit.config import load_config
-    from detkit.models.build import build_model
+    from detkit.engine.build import build_model_from_cfg
     from detkit.presets import resolve_config_path
 
     model_cfg = dict(load_config(resolve_config_path(args.config), args.overrides)["model"])
-    model_cfg.setdefault("num_classes", num_classes)
+    num_classes = model_cfg.setdefault("num_classes", num_classes)
     if args.density is not None:
         if model_cfg["type"] != "dense_detector":
             raise ValueError(f"--density applies to dense_detector, not {model_cfg['type']}")
         model_cfg["densify"] = args.density
         if not args.density:
             model_cfg["anchor_densities"] = None
-    return model_anchor_generator(build_model(model_cfg))
+    return model_anchor_generator(build_model_from_cfg(model_cfg, num_classes))
 
 
 def main(argv: list[str] | None = None) -> int:

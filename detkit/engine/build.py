@@ -231,10 +231,13 @@ def build_train_loader(dataset: Any, cfg: Mapping[str, Any], info: du.DistInfo,
 
 def build_model_from_cfg(model_cfg: Mapping[str, Any], num_classes: int,
                          label_smoothing: float = 0.0) -> nn.Module:
-    """``build_model`` on the model section, with ``num_classes`` filled from the data."""
+    """``build_model`` on the model section, with ``num_classes`` filled from the data.
+    ``model.load_from`` (fine-tuning weights) is not a builder argument: only
+    :func:`build_trainer` applies it (:mod:`detkit.engine.finetune`)."""
     from detkit.models.build import build_model
 
     mcfg = dict(model_cfg)
+    mcfg.pop("load_from", None)
     if mcfg.setdefault("num_classes", num_classes) != num_classes:
         raise ValueError(f"model.num_classes={mcfg['num_classes']} but the training data has "
                          f"{num_classes} classes")
@@ -260,7 +263,7 @@ def check_model_keys(model_cfg: Mapping[str, Any]) -> None:
 
     params = inspect.signature(model_builder(model_cfg["type"])).parameters
     for key in model_cfg:
-        if key != "type" and key not in params:
+        if key not in ("type", "load_from") and key not in params:
             near = difflib.get_close_matches(key, list(params), n=1, cutoff=0.5)
             hint = f"; did you mean 'model.{near[0]}'?" if near else ""
             raise ValueError(f"unknown config key 'model.{key}' for model type "
@@ -347,12 +350,21 @@ def build_trainer(cfg: Mapping[str, Any], work_dir: str | Path, info: du.DistInf
     ``model`` / ``datasets`` (train, val) may be passed in (e.g. a torchvision detector);
     otherwise they are built from the config.
     """
+    load_from = cfg["model"].get("load_from")
     if model is None:
         check_model_keys(cfg["model"])
+        if load_from and not Path(load_from).is_file():  # before any data is prepared
+            raise FileNotFoundError(f"model.load_from: checkpoint {load_from} not found")
     train_set, val_set = datasets if datasets is not None else build_datasets(cfg)
     num_classes = getattr(_base_dataset(train_set), "num_classes", None)
     if model is None:
         model = build_model_from_cfg(cfg["model"], num_classes, cfg["train"]["label_smoothing"])
+        if load_from:
+            from detkit.engine.finetune import load_detector_weights
+
+            report = load_detector_weights(model, load_from)
+            if info.is_main:
+                print("\n".join(report.lines()), flush=True)
     model = model.to(info.device)
     if cfg["train"]["sync_bn"] and info.world_size > 1:
         model = du.convert_sync_bn(model, info.device)
