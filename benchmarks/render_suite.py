@@ -221,6 +221,24 @@ def figures(runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, Any],
     return lines
 
 
+def threads_line(out: Path) -> str:
+    """Protocol line: how many fold results were trained with how many torch threads."""
+    from collections import Counter
+
+    counts = Counter()
+    for path in sorted(out.glob("*_f[0-9]*.json")):
+        body = json.loads(path.read_text())
+        if body.get("kind") == "train":
+            counts[int(body.get("threads", 0))] += 1
+    parts = ", ".join(f"{n} with {t} thread{'s' if t != 1 else ''}"
+                      for t, n in sorted(counts.items(), reverse=True))
+    return ("- Training processes: of the trained folds, " + (parts or "none") + " (2 threads: "
+            "one run at a time; 1 thread: two runs side by side on the 2 cores). The "
+            "iterations are fixed by the budget; the thread count changes wall time and the "
+            "float rounding, which the proposal ranking and sampling turn into another run, "
+            "as a seed does (first step's loss 2.29931 with 1 thread, 2.29901 with 2).")
+
+
 def render(ctx: suite.Context, out_md: Path, img_dir: Path) -> Path:
     """Write the markdown report and figures; return its path."""
     gt = json.loads(ctx.folds.all_file.read_text())
@@ -245,7 +263,8 @@ def render(ctx: suite.Context, out_md: Path, img_dir: Path) -> Path:
              f"(losses, augmentation, schedule) take `{FULL}`'s iterations (equal steps).",
              "- From scratch: no pretrained weights anywhere; the same data pipeline, "
              "optimizer (AdamW), warmup (a tenth of the run) and cosine decay for every row.",
-             "- Seeds 0, 1, 2 per row (model init, data order, augmentation); folds fixed.", ""]
+             "- Seeds 0, 1, 2 per row (model init, data order, augmentation); folds fixed.",
+             threads_line(ctx.out), ""]
     lines += main_section(runs, ctx, calib, classes)
     lines += claims_lines + recall_section(runs) + nms_section(runs)
     lines += figures(runs, gt, shown, ctx, calib, img_dir)
