@@ -54,6 +54,9 @@ ROWS: tuple[Row, ...] = (
     Row("tn_nms", "nms", "test-time NMS kinds on the full model's checkpoints", kind="nms",
         checkpoint_of=FULL),
     Row("tn_no_cem", "thundernet", "without CEM", baseline=FULL),
+    # the same network as the full model (only its start differs): the same iterations
+    Row("tn_cem_paper_init", "thundernet", "CEM context branches started like C4 (paper)",
+        baseline=FULL, steps_of=FULL),
     Row("tn_no_sam", "thundernet", "without SAM", baseline=FULL),
     _recipe("tn_loss_smooth_l1", "box_loss", "R-CNN box loss smooth-L1"),
     _recipe("tn_loss_iou", "box_loss", "R-CNN box loss IoU"),

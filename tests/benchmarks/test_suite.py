@@ -33,6 +33,7 @@ kfold = _module("kfold")
 ONE_CHANGE = {
     "tn_loss_smooth_l1": ["model"], "tn_loss_iou": ["model"], "tn_loss_giou": ["model"],
     "tn_loss_diou": ["model"], "tn_no_cem": ["model"], "tn_no_sam": ["model"],
+    "tn_cem_paper_init": ["model"],
     "tn_small_objects": ["data.copy_paste.enabled", "data.oversample.enabled"],
     "tn_label_smoothing": ["train.label_smoothing"], "tn_mixup": ["data.mixup.enabled"],
     "tn_step": ["schedule.decay"], "tn_no_warmup": ["schedule.warmup"],
@@ -40,8 +41,9 @@ ONE_CHANGE = {
 }
 
 # Rows that change only the training recipe (same network, same cost per iteration).
-EQUAL_STEPS = {"tn_loss_smooth_l1", "tn_loss_iou", "tn_loss_giou", "tn_loss_diou",
-               "tn_small_objects", "tn_label_smoothing", "tn_mixup", "tn_step", "tn_no_warmup"}
+EQUAL_STEPS = {"tn_cem_paper_init", "tn_loss_smooth_l1", "tn_loss_iou", "tn_loss_giou",
+               "tn_loss_diou", "tn_small_objects", "tn_label_smoothing", "tn_mixup", "tn_step",
+               "tn_no_warmup"}
 
 
 def test_every_row_config_loads_and_changes_one_thing() -> None:
