@@ -198,13 +198,19 @@ class Detector:
 
     def iter_predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
                      score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                     on_unreadable: Callable[[Path, str], None] | None = None
+                     on_unreadable: Callable[[Path, str], None] | None = None,
+                     tile: int | None = None, tile_overlap: float = 0.25
                      ) -> Iterator[tuple[np.ndarray, Prediction]]:
         """Like :meth:`predict`, lazily, yielding ``(original image, prediction)`` pairs.
 
         ``on_unreadable(path, reason)``: called for an image file that cannot be decoded,
         which is then skipped (the rest is still predicted); None raises the OSError.
         """
+        predictor: Any = self._predictor
+        if tile is not None:
+            from detkit.engine.slicing import SlicedPredictor
+
+            predictor = SlicedPredictor.around(self._predictor, tile, tile_overlap)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -227,8 +233,7 @@ class Detector:
                 chunk.append(x)
             if not images:
                 continue
-            for item, image, det in zip(chunk, images, self._predictor.predict(images),
-                                        strict=True):
+            for item, image, det in zip(chunk, images, predictor.predict(images), strict=True):
                 keep = det["scores"] >= score_threshold
                 labels = det["labels"][keep].numpy().astype(np.int64)
                 yield image, Prediction(
@@ -240,7 +245,8 @@ class Detector:
                     source=str(item) if isinstance(item, Path) else None)
 
     def predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
-                score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> list[Prediction]:
+                score_threshold: float = DEFAULT_SCORE_THRESHOLD, tile: int | None = None,
+                tile_overlap: float = 0.25) -> list[Prediction]:
         """One :class:`Prediction` per image of ``source``.
 
         ``source``: an image file, a folder (its image files, sorted by name, not recursive),
@@ -248,9 +254,13 @@ class Detector:
         a ``[3, H, W]`` tensor (uint8 or float in [0, 1]) or
         a list of any of these. Detections scoring below ``score_threshold`` are dropped
         (default 0.3, as ``tools/infer.py``). ``batch_size`` images go through the model
-        at a time.
+        at a time. ``tile``: sliced inference for small objects
+        (:mod:`detkit.engine.slicing`): overlapping ``tile``-px windows (``tile_overlap``
+        shared) each at the model's input size, plus the whole image, merged with the
+        model's own NMS kind.
         """
-        return [pred for _, pred in self.iter_predict(source, batch_size, score_threshold)]
+        return [pred for _, pred in self.iter_predict(source, batch_size, score_threshold,
+                                                      tile=tile, tile_overlap=tile_overlap)]
 
     def class_name(self, label: int) -> str:
         """Name of label ``label`` (1..K); the number itself outside that range."""

@@ -93,6 +93,24 @@ def test_every_input_kind_gives_the_same_numbers(tmp_path: Path) -> None:
     np.testing.assert_allclose(det.predict(listing)[0].boxes, by_path.boxes, atol=1e-5)
 
 
+def test_sliced_predict(tmp_path: Path) -> None:
+    ckpt, _, _, images = _case(tmp_path)
+    det = detkit.load(ckpt)
+    small = images / "b_small.png"  # 48 x 48: one window, the image itself, no extra pass
+    plain, one_window = det.predict(small)[0], det.predict(small, tile=64)[0]
+    np.testing.assert_allclose(one_window.boxes, plain.boxes, atol=1e-5)
+    np.testing.assert_array_equal(one_window.labels, plain.labels)
+    # 96 x 64 at tile 48, overlap 0.5: x windows at 0, 24, 48; y at 0, 16; six windows
+    from detkit.engine.slicing import SlicedPredictor
+
+    wide = cv2.cvtColor(cv2.imread(str(images / "a_wide.png")), cv2.COLOR_BGR2RGB)
+    sliced = det.predict(wide, tile=48, tile_overlap=0.5)[0]
+    ref = SlicedPredictor.around(det._predictor, 48, 0.5).predict([wide])[0]
+    keep = ref["scores"] >= 0.3
+    np.testing.assert_allclose(sliced.boxes, ref["boxes"][keep].numpy(), atol=1e-5)
+    assert len(sliced) > 0 and (sliced.boxes[:, 2] <= 96).all() and (sliced.boxes[:, 3] <= 64).all()
+
+
 def test_same_json_as_tools_infer(tmp_path: Path) -> None:
     ckpt, _, _, images = _case(tmp_path)
     spec = importlib.util.spec_from_file_location("infer_tool", REPO / "tools" / "infer.py")
