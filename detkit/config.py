@@ -123,6 +123,9 @@ SCHEMA: dict[str, Any] = {
         "max_nonfinite": _f("int", 5),
         "log_interval": _f("int", 10),
         "checkpoint_interval": _f("int", 0),
+        # stop after `patience` evaluations without a better val `metric` (0: never stop);
+        # best.pth keeps the weights of the best `metric` (AP, AP50, APs, ... of the evaluator)
+        "early_stop": {"patience": _f("int", 0), "metric": _f("str", "AP")},
         "distill": {
             "enabled": _f("bool", False),
             "teacher_config": _f("str", None, True),
