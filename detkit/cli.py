@@ -12,6 +12,7 @@ convert    ``detkit convert --voc-root DIR --out-dir OUT`` (Pascal VOC -> COCO)
 analyze    ``detkit analyze ANN.json [--out DIR]`` (dataset statistics)
 coverage   ``detkit coverage CONFIG ANN.json`` (anchor coverage)
 info       ``detkit info CONFIG|PRESET|CKPT`` (parameters, MACs, latency)
+features   ``detkit features [CONFIG] CKPT IMAGE --out DIR`` (feature maps, SAM attention)
 demo       ``detkit demo`` (train, test and draw on synthetic data)
 presets    ``detkit presets`` (the config names ``train`` accepts)
 =========  ====================================================================
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("tools/analyze_dataset.py", "statistics and plots of a COCO annotation file"),
     "coverage": ("tools/anchor_coverage.py", "share of ground-truth boxes anchors cover"),
     "info": ("detkit.models.info", "parameters, MACs and latency of a model"),
+    "features": ("tools/visualize_features.py", "feature maps and SAM attention of one image"),
     "demo": ("tools/demo.py", "train, test and draw on generated data (about 3 min on 2 cores)"),
     "presets": ("detkit.presets", "list the preset config names"),
 }
