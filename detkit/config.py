@@ -71,6 +71,8 @@ SCHEMA: dict[str, Any] = {
         "full_decode": _f("bool", False),
         "batch_size": _f("int", 8),
         "num_workers": _f("int", 2),
+        # albumentations entries {type: Name, ...}, plus detkit's DetectionAutoAugment (the
+        # learned policy v0 of Zoph et al., detkit.data.autoaugment)
         "transforms": _f("list[dict]", []),
         "multiscale": {"enabled": _f("bool", False), "sizes": _f("list[int]", []),
                        "every": _f("int", 1)},
