@@ -13,6 +13,7 @@ analyze    ``detkit analyze ANN.json [--out DIR]`` (dataset statistics)
 browse     ``detkit browse ANN.json [--out DIR]`` (ground truth drawn, conversion marks)
 coverage   ``detkit coverage CONFIG ANN.json`` (anchor coverage)
 info       ``detkit info CONFIG|PRESET|CKPT`` (parameters, MACs, latency)
+features   ``detkit features [CONFIG] CKPT IMAGE --out DIR`` (feature maps, SAM attention)
 demo       ``detkit demo`` (train, test and draw on synthetic data)
 presets    ``detkit presets`` (the config names ``train`` accepts)
 =========  ====================================================================
@@ -52,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "browse": ("tools/browse_gt.py", "draw a dataset's ground truth, conversion problems marked"),
     "coverage": ("tools/anchor_coverage.py", "share of ground-truth boxes anchors cover"),
     "info": ("detkit.models.info", "parameters, MACs and latency of a model"),
+    "features": ("tools/visualize_features.py", "feature maps and SAM attention of one image"),
     "demo": ("tools/demo.py", "train, test and draw on generated data (about 3 min on 2 cores)"),
     "presets": ("detkit.presets", "list the preset config names"),
 }

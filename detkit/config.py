@@ -73,6 +73,8 @@ SCHEMA: dict[str, Any] = {
         "full_decode": _f("bool", False),
         "batch_size": _f("int", 8),
         "num_workers": _f("int", 2),
+        # albumentations entries {type: Name, ...}, plus detkit's DetectionAutoAugment (the
+        # learned policy v0 of Zoph et al., detkit.data.autoaugment)
         "transforms": _f("list[dict]", []),
         "multiscale": {"enabled": _f("bool", False), "sizes": _f("list[int]", []),
                        "every": _f("int", 1)},
@@ -125,6 +127,9 @@ SCHEMA: dict[str, Any] = {
         "max_nonfinite": _f("int", 5),
         "log_interval": _f("int", 10),
         "checkpoint_interval": _f("int", 0),
+        # stop after `patience` evaluations without a better val `metric` (0: never stop);
+        # best.pth keeps the weights of the best `metric` (AP, AP50, APs, ... of the evaluator)
+        "early_stop": {"patience": _f("int", 0), "metric": _f("str", "AP")},
         "distill": {
             "enabled": _f("bool", False),
             "teacher_config": _f("str", None, True),

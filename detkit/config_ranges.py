@@ -64,6 +64,7 @@ RANGES: dict[str, Bound] = {
     "train.max_nonfinite": _AT_LEAST_ONE,
     "train.log_interval": _AT_LEAST_ONE,
     "train.checkpoint_interval": _NON_NEGATIVE,  # 0: only at epoch ends and the last step
+    "train.early_stop.patience": _NON_NEGATIVE,  # 0: no early stopping
     "train.distill.weight": _NON_NEGATIVE,
     "train.distill.temperature": _POSITIVE,
     "eval.interval": _NON_NEGATIVE,  # 0: never

@@ -102,6 +102,10 @@ def build_albumentation(spec: Mapping[str, Any]) -> A.BasicTransform:
         raise ValueError(f"transform entry {dict(spec)!r} has no 'type' key")
     name = str(spec["type"])
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "type"}
+    if name == "DetectionAutoAugment":  # detkit's own: the learned policy of Zoph et al.
+        from detkit.data.autoaugment import DetectionAutoAugment
+
+        return DetectionAutoAugment(**kwargs)
     valid = valid_transform_names()
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)

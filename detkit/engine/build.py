@@ -412,7 +412,8 @@ def build_trainer(cfg: Mapping[str, Any], work_dir: str | Path, info: du.DistInf
         log_interval=tc["log_interval"], checkpoint_interval=tc["checkpoint_interval"],
         eval_interval=cfg["eval"]["interval"], distill_weight=tc["distill"]["weight"],
         distill_temperature=tc["distill"]["temperature"], use_tqdm=use_tqdm, seed=cfg["seed"],
-        time_budget=budget)
+        time_budget=budget, early_stop_patience=tc["early_stop"]["patience"],
+        best_metric=tc["early_stop"]["metric"])
     return Trainer(model, optimizer, scheduler, loader, options, work_dir, config=cfg,
                    device=info.device, ema=ema, evaluator=evaluator, teacher=teacher,
                    batch_transform=batch_transform)

@@ -259,6 +259,9 @@ def load_detector(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str, 
         raise ValueError(f"the checkpoint's {source!r} weights do not fit the model of this "
                          f"config ({cfg['model'].get('type')}, {num_classes} classes): "
                          f"{str(err).splitlines()[0]} ...") from None
+    from detkit.models.acnet import fold_acnet
+
+    fold_acnet(model.eval())  # model.acnet: evaluate, export and predict the folded network
     opts = options or TestOptions()
     model = with_postprocess(model, opts.nms, opts.iou_threshold, opts.score_threshold,
                              opts.max_detections)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -83,6 +84,8 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], lr: float) -> torc
             raise ValueError("optim.type=adabound needs the optional package 'adabound' "
                              "(pip install adabound); use sgd or adamw otherwise")
         module = importlib.import_module("adabound")
+        # adabound 0.0.5 calls the deprecated add_(Number, Tensor) overload on every step
+        warnings.filterwarnings("ignore", message=r"This overload of add", module="adabound")
         return module.AdaBound(groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))),
                                final_lr=cfg.get("final_lr", 0.1))
     raise ValueError(f"unknown optimizer {kind!r}; valid: sgd, adamw, adabound")

@@ -72,6 +72,10 @@ class TrainerOptions:
     seed: int = 0
     # schedule.time_budget: the run's length follows the measured time (engine/budget.py)
     time_budget: TimeBudget | None = None
+    # train.early_stop: stop after this many evaluations without a better best_metric (0: off)
+    early_stop_patience: int = 0
+    # the val metric that picks best.pth and that early stopping follows
+    best_metric: str = "AP"
 
 
 @dataclass
@@ -86,6 +90,8 @@ class TrainState:
     nonfinite_streak: int = 0
     # training-loop seconds so far (evaluation and checkpoint writes excluded)
     train_seconds: float = 0.0
+    # evaluations since best_ap (the best value of options.best_metric) last improved
+    evals_since_best: int = 0
 
 
 def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]],
@@ -426,10 +432,19 @@ class Trainer:
         interval = self.options.eval_interval
         if self.evaluator is not None and interval > 0 and (
                 (advance and (finished_epoch + 1) % interval == 0) or last):
-            ap = self.evaluate().get("AP", float("nan"))
+            metrics, patience = self.evaluate(), self.options.early_stop_patience
+            if patience and self.options.best_metric not in metrics:
+                raise ValueError(f"train.early_stop.metric {self.options.best_metric!r} is not "
+                                 f"an evaluation metric; valid: {', '.join(metrics)}")
+            ap = metrics.get(self.options.best_metric, float("nan"))
             improved = math.isfinite(ap) and ap > st.best_ap
             if improved:
                 st.best_ap = ap
+            st.evals_since_best = 0 if improved else st.evals_since_best + 1
+            if patience and st.evals_since_best >= patience and not last:
+                print(f"early stop: no better val {self.options.best_metric} than "
+                      f"{st.best_ap:.4f} in {patience} evaluations", flush=self.is_main)
+                self.options.max_iters = st.global_iter  # the loop ends after this save
             self.save("last.pth")
             if improved:
                 self.save("best.pth")

@@ -216,6 +216,7 @@ def dense_detector(
     image_std: Sequence[float] = IMAGENET_STD,
     backbone_kwargs: Mapping[str, object] | None = None,
     neck_kwargs: Mapping[str, object] | None = None,
+    acnet: bool = False,
 ) -> DenseDetector:
     """A complete :class:`DenseDetector` from names and numbers.
 
@@ -226,6 +227,8 @@ def dense_detector(
     ``densify`` (auto densities) or explicit ``anchor_densities``. Matching: IoU thresholds,
     low-quality matches, crowd IoF threshold, S3FD ``scale_compensation``. The remaining
     arguments configure the head, losses and post-processing (see :class:`DenseDetector`).
+    ``acnet`` trains an SNet backbone's and the head towers' k x k convolutions as ACNet
+    blocks (:mod:`detkit.models.acnet`); a loaded checkpoint is folded back.
     """
     if isinstance(backbone, str):
         from detkit.models.backbones import build_backbone
@@ -265,7 +268,7 @@ def dense_detector(
         max_detections=max_detections,
         nms_kwargs=dict(nms_kwargs or {}),
     )
-    return DenseDetector(
+    model = DenseDetector(
         backbone,
         neck_module,
         num_classes,
@@ -282,3 +285,8 @@ def dense_detector(
         postprocess=post,
         transform=DetectionTransform(image_mean, image_std, size_divisible=32),
     )
+    if acnet:
+        from detkit.models.acnet import convert_detector
+
+        convert_detector(model)
+    return model

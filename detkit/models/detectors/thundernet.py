@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from detkit.models.acnet import convert_detector
 from detkit.models.backbones import build_backbone
 from detkit.models.heads.rcnn import RCNNHead, RCNNStage
 from detkit.models.heads.rpn import (
@@ -219,6 +220,7 @@ def thundernet_lite(
     cem_context_init: str = "zero",
     box_loss_weight: float | None = None,
     rpn_box_loss_weight: float | None = None,
+    acnet: bool = False,
 ) -> ThunderNet:
     """ThunderNet-lite preset (SNet + CEM + compressed RPN + SAM + PSRoIAlign R-CNN).
 
@@ -252,6 +254,8 @@ def thundernet_lite(
             few objects under about 20 px, so small-object data may want 16 first).
         anchor_densities: FaceBoxes densification per anchor size (e.g. 2 for a 16-px anchor
             at stride 16 tiles it 2 x 2 per cell); None: one anchor per size and ratio.
+        acnet: train SNet's and the RPN head's k x k convolutions (depthwise included) as
+            ACNet blocks (:mod:`detkit.models.acnet`); a loaded checkpoint is folded back.
     """
     if not anchor_sizes or any(float(s) <= 0 for s in anchor_sizes):
         raise ValueError(f"anchor_sizes must be positive sizes, got {list(anchor_sizes)}")
@@ -296,4 +300,7 @@ def thundernet_lite(
         postprocess=postprocess,
     )
     sam = SpatialAttentionModule(256, feature_channels) if use_sam else None
-    return ThunderNet(backbone, neck, rpn, rcnn, sam, channels_last=channels_last)
+    model = ThunderNet(backbone, neck, rpn, rcnn, sam, channels_last=channels_last)
+    if acnet:
+        convert_detector(model)
+    return model
