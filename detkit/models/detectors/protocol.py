@@ -97,7 +97,8 @@ def as_detector(model: nn.Module) -> DetkitDetector | TorchvisionAdapter:
     """The protocol view of ``model`` (DDP / EMA wrappers are seen through by the caller)."""
     if isinstance(model, DetkitDetector):
         return model
-    from torchvision.models.detection import SSD, GeneralizedRCNN
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    from torchvision.models.detection.ssd import SSD
 
     if isinstance(model, GeneralizedRCNN | SSD):
         return TorchvisionAdapter(model)
