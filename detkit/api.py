@@ -168,11 +168,11 @@ class Detector:
                     device: str | None = None, prefer_ema: bool = True) -> Detector:
         """A detector of the resolved config ``cfg`` with the weights of ``checkpoint``
         (a path or a loaded checkpoint dict)."""
+        from detkit.engine.distributed import resolve_device
         from detkit.engine.inference import (
             class_names_from_config,
             load_detector,
             read_test_options,
-            resolve_device,
         )
 
         options = read_test_options(cfg)

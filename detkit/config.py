@@ -171,9 +171,15 @@ def _dotted_keys(schema: Mapping[str, Any], prefix: str = "") -> list[str]:
 VALID_KEYS: tuple[str, ...] = tuple(_dotted_keys(SCHEMA))
 
 
+def close_names(name: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.5) -> list[str]:
+    """The ``n`` names of ``choices`` closest to ``name`` (difflib ratio >= ``cutoff``), best
+    first: the "did you mean" of every unknown-name error in detkit."""
+    return difflib.get_close_matches(str(name), list(choices), n=n, cutoff=cutoff)
+
+
 def nearest_key(key: str) -> str | None:
-    """Return the valid dotted key closest to ``key`` (difflib), or None."""
-    matches = difflib.get_close_matches(key, VALID_KEYS, n=1, cutoff=0.5)
+    """Return the valid dotted key closest to ``key``, or None."""
+    matches = close_names(key, VALID_KEYS)
     return matches[0] if matches else None
 
 
@@ -259,6 +265,20 @@ def _validate(data: Mapping[str, Any], schema: Mapping[str, Any], where: str,
         else:
             out[name] = _check_value(key, node, value)
     return out
+
+
+def validate_section(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``cfg[name]`` checked by the schema (keys, types, choices, value ranges) with its
+    defaults filled in: for code handed a config that may not come from :func:`load_config`.
+    Raises ConfigError naming the key."""
+    from detkit.config_ranges import check_ranges
+
+    section = merge(defaults()[name], _validate(cfg.get(name) or {}, SCHEMA[name],
+                                                f"section '{name}'", f"{name}."))
+    problems = check_ranges({name: section})
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return section
 
 
 def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:

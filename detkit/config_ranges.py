@@ -69,6 +69,12 @@ RANGES: dict[str, Bound] = {
     "train.distill.temperature": _POSITIVE,
     "eval.interval": _NON_NEGATIVE,  # 0: never
     "eval.batch_size": _AT_LEAST_ONE,
+    "test.img_size": _IMAGE_SIDE,
+    "test.scales": _IMAGE_SIDE,
+    "test.iou_threshold": _UNIT,
+    "test.score_threshold": _UNIT,
+    "test.max_detections": _AT_LEAST_ONE,
+    "test.max_dets": _AT_LEAST_ONE,
 }
 
 

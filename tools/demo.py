@@ -8,14 +8,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Shared CPUs: OpenMP threads that spin while waiting slow every step down many times over
-# when another process holds a core (measured here: 20 training steps took 111 s instead
-# of 10 s). Passive waiting avoids that; export OMP_WAIT_POLICY to override. It must be set
-# before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import importlib.util
 import json

@@ -20,9 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detkit.data.transforms import WorkerRng
-
-COCO_SMALL_AREA = 32.0 * 32.0
+from detkit.data.random_state import WorkerRng
+from detkit.ops.boxes import COCO_SMALL_AREA
 
 
 @dataclass(frozen=True)
@@ -91,19 +90,6 @@ def jitter_patch(patch: ObjectPatch, scale: float, angle: float) -> ObjectPatch:
         sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         pixels, mask = pixels[sl], mask[sl]
     return ObjectPatch(np.ascontiguousarray(pixels), patch.label, mask)
-
-
-def box_ious(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of candidate xyxy boxes [K, 4] against boxes [E, 4] -> [K, E] (numpy)."""
-    if len(boxes) == 0:
-        return np.zeros((len(box), 0), np.float32)
-    lt = np.maximum(box[:, None, :2], boxes[None, :, :2])
-    rb = np.minimum(box[:, None, 2:], boxes[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def find_position(
@@ -403,3 +389,36 @@ def _extend_target(
             old[:, y : y + h, x : x + w] = np.where(m[None] > 0, 0, covered)
         out["masks"] = np.concatenate([old, extra])
     return out
+
+
+# offset of copy-paste's stream from the config seed: the albumentations step is seeded with
+# the seed itself, and the same seed would make both draw the same numbers
+COPY_PASTE_SEED_OFFSET = 2
+
+
+def build_copy_paste(options: Mapping[str, Any], seed: int | None, dataset: Any = None,
+                     input_size: int | None = None) -> SmallObjectCopyPaste:
+    """The copy-paste step of a config's ``data.copy_paste.options``.
+
+    ``options`` are :class:`SmallObjectCopyPaste` arguments plus ``bank_items`` (most crops in
+    a bank, 1000). The stream is seeded with ``options["seed"]`` when given, else with the
+    config ``seed`` + :data:`COPY_PASTE_SEED_OFFSET` (None stays unseeded). ``source: bank``
+    without a ``bank`` collects one from ``dataset`` (anything with ``load_raw(i)`` and
+    ``len``, e.g. the training ``CocoDetection``) at ``input_size``, with the same seed.
+    Raises ValueError for unknown options or a bank source without a dataset.
+    """
+    kwargs = dict(options)
+    bank_items = int(kwargs.pop("bank_items", 1000))
+    if "seed" not in kwargs:
+        kwargs["seed"] = None if seed is None else int(seed) + COPY_PASTE_SEED_OFFSET
+    if kwargs.get("source") == "bank" and kwargs.get("bank") is None:
+        if dataset is None:
+            raise ValueError("copy-paste with source 'bank' needs the training set to collect "
+                             "its bank from")
+        kwargs["bank"] = SmallObjectBank.from_dataset(
+            dataset, max_area=float(kwargs.get("max_area", COCO_SMALL_AREA)),
+            max_items=bank_items, seed=kwargs["seed"] or 0, input_size=input_size)
+    try:
+        return SmallObjectCopyPaste(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"invalid arguments for transform 'SmallObjectCopyPaste': {err}") from err

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from detkit.data.transforms import RandomStateWrapper, WorkerRng
+from detkit.data.random_state import RandomStateWrapper, WorkerRng
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:

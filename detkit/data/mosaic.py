@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from detkit.data.transforms import BoxesDroppedWarning, RandomStateWrapper, WorkerRng
+from detkit.data.random_state import RandomStateWrapper, WorkerRng
+from detkit.data.validation import BoxesDroppedWarning
 
 Rect = tuple[int, int, int, int]
 

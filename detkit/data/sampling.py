@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from detkit.ops.boxes import COCO_SMALL_AREA
+
 
 def _dist_defaults(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     """World size and rank from torch.distributed when initialised, else (1, 0)."""
@@ -171,7 +173,7 @@ class SmallObjectOversampler(RepeatFactorSampler):
         cls,
         dataset: Any,
         input_size: int | None = None,
-        max_area: float = 32.0 * 32.0,
+        max_area: float = COCO_SMALL_AREA,
         **kwargs: Any,
     ) -> SmallObjectOversampler:
         """Build from a ``CocoDetection`` (its ``coco.dataset`` JSON and ``ids`` order);
@@ -186,7 +188,7 @@ def small_object_counts_from_coco(
     coco: str | Path | Mapping[str, Any],
     image_ids: Sequence[int],
     input_size: int | None = None,
-    max_area: float = 32.0 * 32.0,
+    max_area: float = COCO_SMALL_AREA,
 ) -> list[int]:
     """Count small objects per image, in ``image_ids`` order (e.g. ``CocoDetection.ids``).
 
@@ -212,3 +214,49 @@ def small_object_counts_from_coco(
         if 0 < area * s * s < max_area:
             counts[img_id] += 1
     return [counts[int(i)] for i in image_ids]
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Batches of a per-epoch deterministic sampler, able to start at batch ``start_batch``.
+
+    ``set_epoch(epoch, start_batch)`` forwards the epoch to the inner sampler (whose order must
+    depend only on its seed and the epoch, like ``DistributedSampler``) and skips the first
+    ``start_batch`` batches without loading them: the resume path of a mid-epoch checkpoint.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool = True) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's order and the first batch to yield."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = list(iter(self.sampler))
+        n = len(self)
+        for b in range(self.start_batch, n):
+            yield indices[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        size = len(self.sampler)
+        return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` of ``range(size)``: each image exactly once overall."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, size, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -17,18 +17,11 @@ from typing import Any
 import numpy as np
 
 from detkit.data.validation import load_coco_json
+from detkit.ops.boxes import coco_area_bucket
 
-__all__ = ["BUCKETS", "DatasetStats", "area_bucket", "compute_dataset_stats", "format_stats"]
+__all__ = ["BUCKETS", "DatasetStats", "compute_dataset_stats", "format_stats"]
 
 BUCKETS = ("small", "medium", "large")
-SMALL_MAX, MEDIUM_MAX = 32**2, 96**2
-
-
-def area_bucket(area: float) -> str:
-    """COCO size bucket of an area in pixels: small < 32^2 <= medium < 96^2 <= large."""
-    if area < SMALL_MAX:
-        return "small"
-    return "medium" if area < MEDIUM_MAX else "large"
 
 
 @dataclass
@@ -93,7 +86,7 @@ def compute_dataset_stats(data: Mapping[str, Any] | str | Path) -> DatasetStats:
         area = float(ann.get("area", w * h))
         per_image[ann["image_id"]] += 1
         stats.class_counts[name] += 1
-        stats.buckets.setdefault(name, Counter())[area_bucket(area)] += 1
+        stats.buckets.setdefault(name, Counter())[coco_area_bucket(area)] += 1
         areas.setdefault(name, []).append(area)
         ratios.setdefault(name, []).append(w / h if h > 0 else float("nan"))
     stats.areas = {k: np.asarray(v, np.float64) for k, v in areas.items()}

@@ -13,7 +13,6 @@ the boxes. The detector input step resizes keeping the aspect ratio and pads rig
 
 from __future__ import annotations
 
-import difflib
 import logging
 import random
 import warnings
@@ -24,63 +23,14 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from detkit.config import close_names
+from detkit.data.random_state import worker_seed
+from detkit.data.validation import BoxesDroppedWarning
+
 logger = logging.getLogger(__name__)
 
 PER_BOX_KEYS = ("boxes", "labels", "weights", "area", "iscrowd")
 Transform = Callable[[np.ndarray, dict], tuple[np.ndarray, dict]]
-
-
-class BoxesDroppedWarning(UserWarning):
-    """Boxes removed by an augmentation (min_visibility / min_area); counted, never silent."""
-
-
-def worker_seed(seed: int | None) -> int | None:
-    """Seed for this process: ``seed`` in the main process, mixed with the DataLoader worker seed.
-
-    Inside a DataLoader worker, ``torch`` gives every worker a different seed each epoch
-    (base_seed + worker_id, base_seed drawn from the main process generator), so workers never
-    repeat each other's augmentations and epochs differ, yet runs stay reproducible under
-    ``torch.manual_seed``. Returns None when ``seed`` is None and no worker is active.
-    """
-    import torch.utils.data
-
-    info = torch.utils.data.get_worker_info()
-    if info is None:
-        return seed
-    base = 0 if seed is None else int(seed)
-    return int(np.random.SeedSequence([base, int(info.seed) % (2**32)]).generate_state(1)[0])
-
-
-class WorkerRng:
-    """A numpy Generator that is re-created in each DataLoader worker (see :func:`worker_seed`).
-
-    With ``seed`` set and no workers the stream is reproducible; in workers each worker (and
-    each epoch of non-persistent workers) gets its own stream instead of a forked copy.
-    """
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-        self._key: int | None = None
-        self._rng = np.random.default_rng(seed)
-
-    def get(self) -> np.random.Generator:
-        """The generator for the current process."""
-        import torch.utils.data
-
-        info = torch.utils.data.get_worker_info()
-        key = None if info is None else int(info.seed)
-        if key is not None and key != self._key:
-            self._rng = np.random.default_rng(worker_seed(self.seed))
-            self._key = key
-        return self._rng
-
-    def state_dict(self) -> dict[str, Any]:
-        """The generator's state (plain ints and strings: loadable with weights_only=True)."""
-        return {"bit_generator": self._rng.bit_generator.state}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the stream saved by :meth:`state_dict` (main process, no workers)."""
-        self._rng.bit_generator.state = dict(state["bit_generator"])
 
 
 def valid_transform_names() -> list[str]:
@@ -108,7 +58,7 @@ def build_albumentation(spec: Mapping[str, Any]) -> A.BasicTransform:
         return DetectionAutoAugment(**kwargs)
     valid = valid_transform_names()
     if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
+        close = close_names(name, valid, n=5)
         hint = f"did you mean one of {close}?" if close else f"valid types: {valid}"
         raise ValueError(f"unknown transform type {name!r}: {hint}")
     cls = getattr(A, name)
@@ -203,22 +153,6 @@ class Letterbox:
     def __call__(self, image: np.ndarray, target: dict) -> tuple[np.ndarray, dict]:
         """Letterbox ``image`` and its ``target`` (see :func:`letterbox`)."""
         return letterbox(image, target, self.size, self.pad_value)
-
-
-class RandomStateWrapper:
-    """Checkpointable random state for dataset wrappers with ``self.rng`` (a
-    :class:`WorkerRng`) around ``self.dataset`` (mixup, mosaic): exact resume, no workers."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """Random state of this wrapper and of the wrapped dataset (exact resume, no workers)."""
-        inner = self.dataset.state_dict() if hasattr(self.dataset, "state_dict") else None
-        return {"rng": self.rng.state_dict(), "dataset": inner}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.rng.load_state_dict(state["rng"])
-        if state.get("dataset") is not None and hasattr(self.dataset, "load_state_dict"):
-            self.dataset.load_state_dict(state["dataset"])
 
 
 class AlbumentationsStep:
@@ -401,15 +335,12 @@ class DetectionPipeline:
 
 def _detkit_step(spec: Mapping[str, Any], bank: Any = None) -> Transform:
     """Build a detkit-native step named in a config list (runs after the letterbox)."""
-    from detkit.data.copy_paste import SmallObjectCopyPaste
+    from detkit.data.copy_paste import build_copy_paste
 
-    kwargs = {k: v for k, v in spec.items() if k != "type"}
-    if kwargs.get("source") == "bank" and "bank" not in kwargs:
-        kwargs["bank"] = bank
-    try:
-        return SmallObjectCopyPaste(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"invalid arguments for transform 'SmallObjectCopyPaste': {err}") from err
+    options = {k: v for k, v in spec.items() if k != "type"}
+    if options.get("source") == "bank" and "bank" not in options:
+        options["bank"] = bank
+    return build_copy_paste(options, seed=None)  # a list entry gives its own "seed"
 
 
 DETKIT_STEPS = ("SmallObjectCopyPaste",)
@@ -425,13 +356,16 @@ def build_transforms(
     seed: int | None = None,
     to_tensor: bool = True,
     bank: Any = None,
+    after: Sequence[Transform] = (),
 ) -> DetectionPipeline:
     """Build the dataset transforms from a config list.
 
     cfg_list: ``[{"type": "HorizontalFlip", "p": 0.5}, {"type": "CoarseDropout", ...}, ...]``;
     albumentations types run before the letterbox, ``SmallObjectCopyPaste`` entries after it
     (at the training resolution; ``"source": "bank"`` entries use the ``bank`` argument, a
-    :class:`detkit.data.copy_paste.SmallObjectBank`).
+    :class:`detkit.data.copy_paste.SmallObjectBank`). ``after``: steps already built (the
+    config's ``data.copy_paste``, :func:`detkit.data.copy_paste.build_copy_paste`), run after
+    those of the list.
     Cutout / random erasing: ``{"type": "CoarseDropout", "num_holes_range": [1, 4],
     "hole_height_range": [0.05, 0.15], "hole_width_range": [0.05, 0.15], "p": 0.5}`` or
     ``{"type": "Erasing", "scale": [0.02, 0.1], "p": 0.5}``.
@@ -445,6 +379,7 @@ def build_transforms(
     if not train:
         return DetectionPipeline(None, Letterbox(input_size, pad_value), (), to_tensor)
     album = [s for s in cfg_list if s.get("type") not in DETKIT_STEPS]
-    after = [_detkit_step(s, bank) for s in cfg_list if s.get("type") in DETKIT_STEPS]
+    after = [*(_detkit_step(s, bank) for s in cfg_list if s.get("type") in DETKIT_STEPS),
+             *after]
     augment = AlbumentationsStep(album, min_visibility, min_area, seed) if album else None
     return DetectionPipeline(augment, Letterbox(input_size, pad_value), after, to_tensor)

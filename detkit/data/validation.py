@@ -65,6 +65,10 @@ DROPPED_ANNOTATION_KINDS = (
 DROPPED_IMAGE_KINDS = ("missing_image", "unreadable_image", "duplicate_image_id")
 
 
+class BoxesDroppedWarning(UserWarning):
+    """Boxes removed by an augmentation (min_visibility / min_area); counted, never silent."""
+
+
 class AnnotationFormatError(ValueError):
     """Malformed annotation file, or nothing usable left after validation."""
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from detkit.evaluation.coco import check_eval_options
 from detkit.models.postprocess import PostprocessConfig
 from detkit.ops.boxes import clip_boxes_to_image
-from detkit.ops.nms import NMS_KINDS, batched_nms_by_kind
+from detkit.ops.nms import batched_nms_by_kind
 
 __all__ = [
     "LoadedDetector",
@@ -48,7 +48,6 @@ __all__ = [
     "predict_dataset",
     "read_test_options",
     "rescale_detections",
-    "resolve_device",
     "state_dict_from_checkpoint",
     "with_postprocess",
 ]
@@ -92,24 +91,17 @@ class TestOptions:
 def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
     """Read ``cfg["test"]`` (missing keys take defaults; ``img_size`` None -> data.img_size).
 
-    Raises ValueError for an unknown NMS kind, non-positive sizes, thresholds outside
-    [0, 1], or ``max_dets`` / ``extra_area_ranges`` the evaluation would reject.
+    The section is validated by the config schema (:func:`detkit.config.validate_section`:
+    NMS kind, sizes, thresholds in [0, 1], ...); then ``max_dets`` / ``extra_area_ranges``
+    by the evaluation's own check. Raises ValueError (ConfigError) naming the key.
     """
-    test = dict(cfg.get("test") or {})
-    size = test.get("img_size") or cfg.get("data", {}).get("img_size", 512)
-    scales = tuple(int(s) for s in (test.get("scales") or ()))
-    if int(size) < 1 or any(s < 1 for s in scales):
-        raise ValueError(f"test sizes must be positive, got img_size={size}, scales={scales}")
-    nms = test.get("nms")
-    if nms is not None and nms not in NMS_KINDS:
-        raise ValueError(f"test.nms must be one of {list(NMS_KINDS)} or null, got {nms!r}")
-    for key in ("iou_threshold", "score_threshold"):
-        value = test.get(key)
-        if value is not None and not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"test.{key} must be in [0, 1], got {value}")
-    max_det = test.get("max_detections")
-    if max_det is not None and int(max_det) < 1:
-        raise ValueError(f"test.max_detections must be >= 1, got {max_det}")
+    from detkit.config import validate_section
+
+    test = validate_section(cfg, "test")
+    size = test["img_size"] or cfg.get("data", {}).get("img_size", 512)
+    scales = tuple(test["scales"])
+    nms = test["nms"]
+    max_det = test["max_detections"]
     try:
         areas = {str(k): (float(v[0]), float(v[1]))
                  for k, v in (test.get("extra_area_ranges") or {}).items()}
@@ -131,33 +123,13 @@ def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
         max_dets=tuple(int(m) for m in max_dets))
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available else CPU; "cpu" / "cuda" as given (cuda must exist)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda requested but CUDA is not available")
-    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if use_cuda else "cpu")
-
-
 # ----------------------------------------------------------------- post-processing settings
-def _postprocess_owner(model: nn.Module) -> tuple[Any, str]:
-    """(object, attribute) holding the model's :class:`PostprocessConfig`.
-
-    Dense detector: ``model.postprocess_config``; ThunderNet: ``model.rcnn.postprocess``.
-    """
-    if isinstance(getattr(model, "postprocess_config", None), PostprocessConfig):
-        return model, "postprocess_config"
-    rcnn = getattr(model, "rcnn", None)
-    if isinstance(getattr(rcnn, "postprocess", None), PostprocessConfig):
-        return rcnn, "postprocess"
-    raise ValueError(f"{type(model).__name__} exposes no PostprocessConfig (expected "
-                     f"'postprocess_config' or 'rcnn.postprocess')")
-
-
 def postprocess_config(model: nn.Module) -> PostprocessConfig:
-    """The model's current post-processing settings (score threshold, NMS kind, ...)."""
-    owner, attr = _postprocess_owner(model)
-    return getattr(owner, attr)
+    """The model's current post-processing settings (score threshold, NMS kind, ...), read
+    through the detector protocol (:mod:`detkit.models.detectors.protocol`)."""
+    from detkit.models.detectors.protocol import as_detector
+
+    return as_detector(model).postprocess_settings()
 
 
 def with_postprocess(model: nn.Module, nms: str | None = None,
@@ -165,16 +137,17 @@ def with_postprocess(model: nn.Module, nms: str | None = None,
                      max_detections: int | None = None) -> nn.Module:
     """A deep copy of ``model`` whose final post-processing uses the given settings.
 
-    None keeps the model's own value. ``model`` itself is not modified. Works for
-    detkit's dense detector and ThunderNet (see :func:`postprocess_config`).
+    None keeps the model's own value. ``model`` itself is not modified. Works for every
+    detector of the protocol and, through its adapter, torchvision's (plain NMS only).
     """
+    from detkit.models.detectors.protocol import replace_postprocess
+
     changes = {k: v for k, v in (("nms", nms), ("nms_threshold", iou_threshold),
                                  ("score_threshold", score_threshold),
                                  ("max_detections", max_detections)) if v is not None}
     out = copy.deepcopy(model)
     if changes:
-        owner, attr = _postprocess_owner(out)
-        setattr(owner, attr, dataclasses.replace(getattr(owner, attr), **changes))
+        replace_postprocess(out, **changes)
     return out
 
 

@@ -139,10 +139,7 @@ class TrainLogger:
 
 def plot_curves(jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
     """Write ``loss.png`` (train losses vs iteration) and ``ap.png`` (eval AP vs iteration)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     records = read_jsonl(jsonl_path)
     out_dir = Path(out_dir)
@@ -150,7 +147,8 @@ def plot_curves(jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
     train = [r for r in records if r.get("kind") == "train"]
     if train:
         keys = sorted({k for r in train for k in r if k not in NON_LOSS_KEYS})
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
         for key in keys:
             pts = [(r["iter"], r[key]) for r in train
                    if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
@@ -163,10 +161,10 @@ def plot_curves(jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
         fig.tight_layout()
         written.append(out_dir / "loss.png")
         fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
     evals = [r for r in records if r.get("kind") == "eval" and "AP" in r]
     if evals:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
         for key in ("AP", "AP50", "AP75", "APs"):
             pts = [(r["iter"], r[key]) for r in evals if isinstance(r.get(key), int | float)]
             if pts:
@@ -178,5 +176,4 @@ def plot_curves(jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
         fig.tight_layout()
         written.append(out_dir / "ap.png")
         fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
     return written

@@ -1,4 +1,9 @@
-"""The training loop: AMP, clipping, EMA, distillation, non-finite guard, exact resume.
+"""The training loop: AMP, clipping, non-finite guard, hooks, exact resume.
+
+The loop body is forward (through the step's loss, :mod:`detkit.engine.distill`), backward,
+clip, optimizer and scheduler step; everything around it (EMA, logging, checkpoints,
+evaluation, the time budget) is a :class:`~detkit.engine.hooks.Hook` called before/after each
+step and epoch.
 
 The trainer accepts any model that follows torchvision's detection convention
 (``model(images, targets) -> dict of scalar losses`` in train mode), torchvision's own
@@ -17,7 +22,6 @@ the augmentation draws, because a worker's stream depends on the batches it has 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -37,7 +41,9 @@ from detkit.engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
+from detkit.engine.distill import ModelLoss
 from detkit.engine.ema import ModelEMA, unwrap
+from detkit.engine.hooks import Hook, default_hooks
 from detkit.engine.logging import TrainLogger, plot_curves, truncate_jsonl
 from detkit.engine.optim import clip_gradients
 from detkit.engine.resume import (
@@ -63,19 +69,10 @@ class TrainerOptions:
     amp: bool = False
     clip_grad_norm: float = 0.0
     max_nonfinite: int = 5
-    log_interval: int = 10
-    checkpoint_interval: int = 0
-    eval_interval: int = 1
-    distill_weight: float = 1.0
-    distill_temperature: float = 4.0
     use_tqdm: bool = True
     seed: int = 0
     # schedule.time_budget: the run's length follows the measured time (engine/budget.py)
     time_budget: TimeBudget | None = None
-    # train.early_stop: stop after this many evaluations without a better best_metric (0: off)
-    early_stop_patience: int = 0
-    # the val metric that picks best.pth and that early stopping follows
-    best_metric: str = "AP"
 
 
 @dataclass
@@ -90,7 +87,7 @@ class TrainState:
     nonfinite_streak: int = 0
     # training-loop seconds so far (evaluation and checkpoint writes excluded)
     train_seconds: float = 0.0
-    # evaluations since best_ap (the best value of options.best_metric) last improved
+    # evaluations since best_ap (the best value of train.early_stop.metric) last improved
     evals_since_best: int = 0
 
 
@@ -102,38 +99,26 @@ def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]],
     return imgs, tgts
 
 
-def _flat_logits(x: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Class logits as [N, C]: a tensor [..., C] or a list of per-level tensors [..., C]."""
-    if isinstance(x, list | tuple):
-        return torch.cat([t.reshape(-1, t.shape[-1]) for t in x], dim=0)
-    return x.reshape(-1, x.shape[-1])
-
-
-def _distill_kind(student: nn.Module, teacher: nn.Module) -> str:
-    """"dense" when both expose ``head_logits``, "roi" when both expose ``roi_class_logits``."""
-    if hasattr(student, "head_logits") and hasattr(teacher, "head_logits"):
-        return "dense"
-    if hasattr(student, "roi_class_logits") and hasattr(teacher, "roi_class_logits"):
-        return "roi"
-    raise ValueError(f"distillation needs student and teacher of the same family (both with "
-                     f"head_logits or both with roi_class_logits); got "
-                     f"{type(student).__name__} and {type(teacher).__name__}")
-
-
 class Trainer:
     """Runs training for ``options.max_iters`` iterations over ``loader``.
 
     ``loader.batch_sampler`` must offer ``set_epoch(epoch, start_batch)`` (see
-    :class:`detkit.engine.build.ResumableBatchSampler`) and ``loader.generator`` must be a
+    :class:`detkit.data.sampling.ResumableBatchSampler`) and ``loader.generator`` must be a
     dedicated ``torch.Generator`` so the data order is a pure function of (seed, epoch).
+
+    ``loss`` computes a step's losses (default: the model's own, :class:`ModelLoss`);
+    ``hooks`` run around steps and epochs (default: :func:`detkit.engine.hooks.default_hooks`
+    with logging every 10 steps, no step checkpoints, evaluation every epoch). ``ema`` is
+    the weight average evaluated and checkpointed; its updates come from an
+    :class:`~detkit.engine.hooks.EMAHook`.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: IterationScheduler, loader: DataLoader, options: TrainerOptions,
                  work_dir: str | Path, config: Mapping[str, Any] | None = None,
                  device: torch.device | str = "cpu", ema: ModelEMA | None = None,
-                 evaluator: Evaluator | None = None, teacher: nn.Module | None = None,
-                 batch_transform: Any = None) -> None:
+                 evaluator: Evaluator | None = None, loss: ModelLoss | None = None,
+                 batch_transform: Any = None, hooks: list[Hook] | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -144,8 +129,8 @@ class Trainer:
         self.device = torch.device(device)
         self.ema = ema
         self.evaluator = evaluator
-        self.teacher = teacher.eval() if teacher is not None else None
-        self._distill_kind = _distill_kind(unwrap(model), teacher) if teacher is not None else ""
+        self.loss = loss if loss is not None else ModelLoss()
+        self.hooks = list(hooks) if hooks is not None else default_hooks(ema, None, 10, 0, 1)
         # Optional stateful batch transform (multi-scale resizer) with state_dict().
         self.batch_transform = batch_transform
         self.state = TrainState()
@@ -154,6 +139,9 @@ class Trainer:
         self.is_main = du.is_main_process()
         self._epoch_loader_state: torch.Tensor | None = None
         self.logger: TrainLogger | None = None
+        self.last_lr = 0.0  # the learning rate of the latest step (read by the logging hook)
+        self.images_per_s = 0.0  # throughput of the latest step, all ranks together
+        self.epoch_complete = False  # True in after_epoch hooks when the loader ran out
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_dict(self) -> dict[str, Any]:
@@ -244,33 +232,6 @@ class Trainer:
                   f"{dropped} log records after it dropped", flush=True)
 
     # ----------------------------------------------------------------- one step
-    def _distill_loss(self, images: list[torch.Tensor], targets: list[dict[str, Any]]
-                      ) -> torch.Tensor:
-        """Hinton et al. 2015 distillation on class logits (dense head or RoI head).
-
-        Dense detectors: per-anchor logits ``head_logits(images)`` [B, A, K] (same anchors
-        required); two-stage: R-CNN logits of the ground-truth boxes [R, K + 1]. The loss is
-        ``weight * distillation_loss(student, teacher, T)`` (KL at temperature T, times T^2).
-        """
-        from detkit.losses import distillation_loss
-
-        student = unwrap(self.model)
-        if self._distill_kind == "dense":
-            with torch.no_grad():
-                t_logits = self.teacher.head_logits(images)
-            s_logits = student.head_logits(images)
-        else:
-            boxes = [t["boxes"] for t in targets]
-            with torch.no_grad():
-                t_logits = self.teacher.roi_class_logits(images, boxes)
-            s_logits = student.roi_class_logits(images, boxes)
-        s, t = _flat_logits(s_logits), _flat_logits(t_logits)
-        if s.shape != t.shape:
-            raise ValueError(f"distillation: student logits {tuple(s.shape)} and teacher "
-                             f"logits {tuple(t.shape)} differ; use matching class counts/heads")
-        loss = distillation_loss(s.float(), t.float(), self.options.distill_temperature)
-        return loss * self.options.distill_weight
-
     def train_step(self, images: list[torch.Tensor], targets: list[dict[str, Any]]
                    ) -> dict[str, float] | None:
         """Forward, backward, clip, step. Returns the losses, or None for a skipped step."""
@@ -279,9 +240,7 @@ class Trainer:
             images, targets = self.batch_transform(images, targets)
         images, targets = _to_device(images, targets, self.device)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            loss_dict = dict(self.model(images, targets))
-            if self.teacher is not None:
-                loss_dict["loss_distill"] = self._distill_loss(images, targets)
+            loss_dict = self.loss(self.model, images, targets)
         loss = sum(v.float() for v in loss_dict.values())
         finite = du.all_reduce_min_flag(bool(torch.isfinite(loss).item()), self.device)
         self.optimizer.zero_grad(set_to_none=True)
@@ -296,8 +255,6 @@ class Trainer:
         grad_norm = clip_gradients(params, self.options.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(self.model)
         out = {k: float(v.detach()) for k, v in loss_dict.items()}
         out["loss"] = float(loss.detach())
         out["grad_norm"] = grad_norm
@@ -336,60 +293,69 @@ class Trainer:
         return metrics
 
     def after_step(self, losses: dict[str, float] | None) -> None:
-        """Hook called after each iteration (bookkeeping done, checkpoint written)."""
+        """Called after each iteration, after the hooks (bookkeeping done, checkpoint
+        written); override it, or add a :class:`~detkit.engine.hooks.Hook`."""
+
+    def _call(self, point: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)(self, *args)
+
+    def _start_epoch(self) -> None:
+        """Seed (or restore) the loader generator and position the batch sampler."""
+        st, generator = self.state, self.loader.generator
+        if st.iter_in_epoch == 0 or self._epoch_loader_state is None:
+            # Loader seed of an epoch is a function of (seed, epoch) only.
+            generator.manual_seed(self.options.seed * 100_003 + st.epoch)
+            self._epoch_loader_state = generator.get_state()
+        else:
+            generator.set_state(self._epoch_loader_state)
+        self.loader.batch_sampler.set_epoch(st.epoch, st.iter_in_epoch)
+
+    def _run_step(self, images: list[torch.Tensor], targets: list[dict[str, Any]],
+                  t_last: float) -> float:
+        """One iteration with its bookkeeping and hooks; returns the time it ended."""
+        st = self.state
+        self._call("before_step")
+        losses = self.train_step(images, targets)
+        self.last_lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        st.global_iter += 1
+        st.iter_in_epoch += 1
+        if losses is None:
+            self._handle_nonfinite()
+        else:
+            st.nonfinite_streak = 0
+        now = time.perf_counter()
+        self.images_per_s = len(images) * du.get_world_size() / max(now - t_last, 1e-9)
+        st.train_seconds += now - t_last
+        self._call("after_step", losses)
+        self.after_step(losses)
+        return now
 
     def train(self) -> TrainState:
-        """Train until ``max_iters``; evaluate every ``eval_interval`` epochs; keep last/best."""
+        """Train until ``max_iters``, calling the hooks around every step and epoch."""
         opt = self.options
         st = self.state
         self.logger = TrainLogger(self.work_dir, opt.max_iters, st.global_iter,
                                   enabled=self.is_main, use_tqdm=opt.use_tqdm)
-        batch_sampler = self.loader.batch_sampler
-        generator = self.loader.generator
         try:
+            self._call("before_train")
             while st.global_iter < opt.max_iters:
-                if st.iter_in_epoch == 0 or self._epoch_loader_state is None:
-                    # Loader seed of an epoch is a function of (seed, epoch) only.
-                    generator.manual_seed(opt.seed * 100_003 + st.epoch)
-                    self._epoch_loader_state = generator.get_state()
-                else:
-                    generator.set_state(self._epoch_loader_state)
-                batch_sampler.set_epoch(st.epoch, st.iter_in_epoch)
+                self._start_epoch()
+                self._call("before_epoch")
                 t_last = time.perf_counter()
                 for images, targets in self.loader:
-                    losses = self.train_step(images, targets)
-                    lr = self.scheduler.get_last_lr()[0]
-                    self.scheduler.step()
-                    st.global_iter += 1
-                    st.iter_in_epoch += 1
-                    if losses is None:
-                        self._handle_nonfinite()
-                    else:
-                        st.nonfinite_streak = 0
-                    now = time.perf_counter()
-                    ips = len(images) * du.get_world_size() / max(now - t_last, 1e-9)
-                    st.train_seconds += now - t_last
-                    t_last = now
-                    self._follow_budget(epoch_end=False)
-                    if losses is not None and (st.global_iter % opt.log_interval == 0
-                                               or st.global_iter == opt.max_iters):
-                        reduced = du.reduce_mean(losses, self.device)
-                        self.logger.train_step(st.global_iter, st.epoch, reduced, lr, ips,
-                                               {"nonfinite_total": st.nonfinite_total,
-                                                "train_seconds": round(st.train_seconds, 3)})
-                    if opt.checkpoint_interval and st.global_iter % opt.checkpoint_interval == 0:
-                        self.save("last.pth")
-                    self.after_step(losses)
+                    t_last = self._run_step(images, targets, t_last)
                     if st.global_iter >= opt.max_iters:
                         break
                 else:
                     if st.iter_in_epoch == 0:
                         raise RuntimeError(f"the training loader yielded no batch in epoch "
                                            f"{st.epoch}; check data and batch size")
-                    self._follow_budget(epoch_end=True)
-                    self._end_epoch(advance=True)
+                    self._end_epoch(advance=True, complete=True)
                     continue
-                self._end_epoch(advance=st.iter_in_epoch >= opt.iters_per_epoch)
+                self._end_epoch(advance=st.iter_in_epoch >= opt.iters_per_epoch, complete=False)
+            self._call("after_train")
         finally:
             self.logger.close()
         if self.is_main:
@@ -397,56 +363,13 @@ class Trainer:
             print("plots: " + ", ".join(str(p) for p in written), flush=True)
         return st
 
-    def _follow_budget(self, epoch_end: bool) -> None:
-        """With a time budget: re-estimate the run's length when due, stop once it is spent."""
-        budget, st = self.options.time_budget, self.state
-        if budget is None or st.global_iter == 0:
-            return
-        if budget.spent(st.train_seconds):
-            new = st.global_iter
-        elif budget.due(st.global_iter, epoch_end):
-            new = budget.estimate(st.train_seconds, st.global_iter)
-        else:
-            return
-        new = budget.apply(self.scheduler, new)
-        if new != self.options.max_iters and self.is_main:
-            print(f"time budget {budget.seconds / 60:g} min: {st.train_seconds:.1f} s for "
-                  f"{st.global_iter} iterations, run length {self.options.max_iters} -> {new} "
-                  "iterations", flush=True)
-        self.options.max_iters = new
-        if self.logger is not None:
-            self.logger.total_iters = new
-
-    def _end_epoch(self, advance: bool) -> None:
-        """Evaluate when due (always at the end of training) and save last/best.
-
-        ``advance`` moves the position to the next epoch (False when training stops
-        mid-epoch, so a later resume with more iterations continues inside that epoch).
-        """
-        st = self.state
-        finished_epoch = st.epoch
+    def _end_epoch(self, advance: bool, complete: bool) -> None:
+        """Move to the next epoch when ``advance`` (False when training stops mid-epoch, so a
+        later resume with more iterations continues inside it), then the epoch hooks;
+        ``complete``: the loader ran out (the time budget re-estimates only then)."""
+        self.epoch_complete = complete
         if advance:
-            st.epoch += 1
-            st.iter_in_epoch = 0
-        last = st.global_iter >= self.options.max_iters
-        interval = self.options.eval_interval
-        if self.evaluator is not None and interval > 0 and (
-                (advance and (finished_epoch + 1) % interval == 0) or last):
-            metrics, patience = self.evaluate(), self.options.early_stop_patience
-            if patience and self.options.best_metric not in metrics:
-                raise ValueError(f"train.early_stop.metric {self.options.best_metric!r} is not "
-                                 f"an evaluation metric; valid: {', '.join(metrics)}")
-            ap = metrics.get(self.options.best_metric, float("nan"))
-            improved = math.isfinite(ap) and ap > st.best_ap
-            if improved:
-                st.best_ap = ap
-            st.evals_since_best = 0 if improved else st.evals_since_best + 1
-            if patience and st.evals_since_best >= patience and not last:
-                print(f"early stop: no better val {self.options.best_metric} than "
-                      f"{st.best_ap:.4f} in {patience} evaluations", flush=self.is_main)
-                self.options.max_iters = st.global_iter  # the loop ends after this save
-            self.save("last.pth")
-            if improved:
-                self.save("best.pth")
-        else:
-            self.save("last.pth")
+            self.state.epoch += 1
+            self.state.iter_in_epoch = 0
+        self._call("after_epoch", advance)
+        self.epoch_complete = False

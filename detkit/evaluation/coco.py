@@ -38,13 +38,14 @@ from detkit.evaluation.summary import (
     per_class_metrics,
     summarize_metrics,
 )
+from detkit.ops.boxes import COCO_MEDIUM_AREA, COCO_SMALL_AREA
 
 # COCO area ranges in pixels^2 (small < 32^2 <= medium < 96^2 <= large), "all" first.
 COCO_AREA_RANGES: tuple[tuple[str, float, float], ...] = (
     ("all", 0.0, 1e5**2),
-    ("small", 0.0, 32.0**2),
-    ("medium", 32.0**2, 96.0**2),
-    ("large", 96.0**2, 1e5**2),
+    ("small", 0.0, COCO_SMALL_AREA),
+    ("medium", COCO_SMALL_AREA, COCO_MEDIUM_AREA),
+    ("large", COCO_MEDIUM_AREA, 1e5**2),
 )
 IOU_TYPES = ("bbox",)
 

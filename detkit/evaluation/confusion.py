@@ -76,17 +76,15 @@ class ConfusionMatrix:
 
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``confusion_matrix.json`` and ``confusion_matrix.png`` into ``out_dir``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         json_path = out / "confusion_matrix.json"
         json_path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         n = len(self.class_names) + 1
-        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
+        fig = Figure(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
+        ax = fig.subplots()
         ax.imshow(self.matrix, cmap="Blues")
         for (i, j), v in np.ndenumerate(self.matrix):
             ax.text(j, i, str(int(v)), ha="center", va="center",
@@ -98,7 +96,6 @@ class ConfusionMatrix:
         fig.tight_layout()
         png_path = out / "confusion_matrix.png"
         fig.savefig(png_path, dpi=100)
-        plt.close(fig)
         return {"confusion_json": json_path, "confusion_png": png_path}
 
 

@@ -108,10 +108,8 @@ class ErrorBreakdown:
 
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``errors.json`` and ``errors.png`` (stacked bars per area) into ``out_dir``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -119,11 +117,11 @@ class ErrorBreakdown:
         clean = {a: {s: (None if np.isnan(v) else float(v)) for s, v in row.items()}
                  for a, row in self.ap.items()}
         json_path.write_text(json.dumps(clean, indent=1) + "\n")
-        fig, axes = plt.subplots(1, len(self.ap), figsize=(3.2 * len(self.ap), 3.2),
-                                 sharey=True)
+        fig = Figure(figsize=(3.2 * len(self.ap), 3.2))
+        axes = fig.subplots(1, len(self.ap), sharey=True)
         for ax, (area, row) in zip(np.atleast_1d(axes), self.ap.items(), strict=True):
             values = [0.0 if np.isnan(row[s]) else row[s] for s in ERROR_STAGES]
-            ax.bar(ERROR_STAGES, values, color=plt.cm.viridis(np.linspace(0, 1, len(values))))
+            ax.bar(ERROR_STAGES, values, color=colormaps["viridis"](np.linspace(0, 1, len(values))))
             ax.set_title(area)
             ax.set_ylim(0, 1)
             ax.tick_params(axis="x", labelrotation=45)
@@ -131,7 +129,6 @@ class ErrorBreakdown:
         fig.tight_layout()
         png_path = out / "errors.png"
         fig.savefig(png_path, dpi=100)
-        plt.close(fig)
         return {"errors_json": json_path, "errors_png": png_path}
 
 

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from detkit.ops.iou_loss import box_loss_fn
 
-__all__ = ["BBOX_XFORM_CLIP", "BOX_LOSSES", "BoxCoder", "box_regression_loss"]
+__all__ = ["BBOX_XFORM_CLIP", "BOX_LOSSES", "IOU_LOSS_WEIGHT", "BoxCoder", "box_regression_loss",
+           "default_box_loss_weight", "normalise_box_loss"]
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 BOX_LOSSES = ("smooth_l1", "iou", "giou", "diou", "ciou")
@@ -142,3 +143,31 @@ def box_regression_loss(
     if weights is not None:
         per_box = per_box * weights.to(per_box.dtype)
     return per_box
+
+
+IOU_LOSS_WEIGHT = 12.0
+"""Default weight of an IoU-family box loss summed over foreground and divided by the sampled
+count: the DIoU authors' Faster R-CNN weight (Zheng et al., AAAI 2020). With a quarter of the
+sampled RoIs foreground it is about 3x the foreground mean, where its gradient on the shared
+layers matches smooth-L1's (2.4-2.9x the weight-1 foreground mean, measured on BCCD)."""
+
+
+def default_box_loss_weight(kind: str | Callable) -> float:
+    """The box-loss weight used when none is given: 1 for "smooth_l1" and callables, else 12."""
+    return 1.0 if callable(kind) or kind == "smooth_l1" else IOU_LOSS_WEIGHT
+
+
+def normalise_box_loss(per_box: Tensor, kind: str | Callable, num_sampled: int,
+                       weight: float | None = None) -> Tensor:
+    """``weight * sum(per_box) / num_sampled``: the box loss of a sampled two-stage head.
+
+    ``per_box`` [P]: losses of the P foreground anchors / RoIs; ``num_sampled``: all sampled
+    ones (foreground and background), so the box term keeps its share of the gradient as the
+    foreground fraction changes (Faster R-CNN's and the DIoU authors' convention). ``weight``
+    None takes :func:`default_box_loss_weight` of ``kind``. An empty ``per_box`` gives a zero
+    that keeps the graph.
+    """
+    if per_box.numel() == 0:
+        return per_box.sum() * 0.0
+    w = default_box_loss_weight(kind) if weight is None else float(weight)
+    return w * per_box.sum() / max(1, int(num_sampled))

@@ -8,16 +8,17 @@ take raise ``ValueError`` naming the valid keys and the closest match, e.g.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-__all__ = ["MODEL_TYPES", "TORCHVISION_DETECTORS", "build_model", "model_builder",
-           "torchvision_detector"]
+from detkit.config import close_names
+
+__all__ = ["MODEL_TYPES", "TORCHVISION_DETECTORS", "build_model", "build_named", "builder_keys",
+           "model_builder", "name_table", "torchvision_detector", "unknown_model_key"]
 
 # type -> "module" (builder named like the type) or "module:function".
 MODEL_TYPES: dict[str, str] = {
@@ -58,8 +59,27 @@ def torchvision_detector(num_classes: int, name: str,
 
 def _nearest(name: str, choices: list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    close = close_names(name, choices)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def name_table(kind: str, entries: Iterable[tuple[str, Callable[..., nn.Module]]]
+               ) -> dict[str, Callable[..., nn.Module]]:
+    """Name -> constructor table of one ``kind`` of part; RuntimeError on a duplicate name."""
+    table: dict[str, Callable[..., nn.Module]] = {}
+    for name, fn in entries:
+        if name in table:
+            raise RuntimeError(f"duplicate {kind} name {name!r}")
+        table[name] = fn
+    return table
+
+
+def build_named(kind: str, table: Mapping[str, Callable[..., nn.Module]], name: str,
+                **kw: object) -> nn.Module:
+    """``table[name](**kw)``; ValueError naming the valid choices for an unknown ``name``."""
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid: {sorted(table)}")
+    return table[name](**kw)
 
 
 def model_builder(model_type: str) -> Callable[..., nn.Module]:
@@ -74,6 +94,23 @@ def model_builder(model_type: str) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module), function or model_type)
 
 
+def builder_keys(model_type: str) -> list[str]:
+    """The keyword arguments the preset builder of ``model_type`` takes (the valid keys)."""
+    params = inspect.signature(model_builder(model_type)).parameters
+    return [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def unknown_model_key(cfg: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """(first key of ``cfg`` its builder does not take, the closest valid key or None), or
+    None when every key is valid. ``cfg["type"]`` must name a model type."""
+    valid = builder_keys(cfg["type"])
+    for key in cfg:
+        if key != "type" and key not in valid:
+            near = close_names(str(key), valid)
+            return str(key), near[0] if near else None
+    return None
+
+
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     """Build the model described by ``cfg`` (``type`` plus the builder's keyword arguments)."""
     if not isinstance(cfg, Mapping):
@@ -82,15 +119,14 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"the model config needs a 'type' key, one of {sorted(MODEL_TYPES)}")
     builder = model_builder(cfg["type"])
     params = inspect.signature(builder).parameters
-    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = builder_keys(cfg["type"])
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
-    unknown = [k for k in kwargs if k not in valid]
+    unknown = unknown_model_key(cfg)
     if unknown:
-        key = unknown[0]
-        raise ValueError(
-            f"unknown key {key!r} for {cfg['type']}{_nearest(str(key), valid)}; "
-            f"valid keys: {', '.join(valid)}"
-        )
+        key, near = unknown
+        hint = f" (did you mean {near!r}?)" if near else ""
+        raise ValueError(f"unknown key {key!r} for {cfg['type']}{hint}; "
+                         f"valid keys: {', '.join(valid)}")
     missing = [n for n in valid if params[n].default is inspect.Parameter.empty and n not in kwargs]
     if missing:
         raise ValueError(f"{cfg['type']} needs the key(s) {', '.join(missing)}")

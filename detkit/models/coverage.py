@@ -24,14 +24,13 @@ import torch
 from torch import Tensor
 
 from detkit.models.anchors import AnchorGenerator
-from detkit.ops.boxes import box_iou
+from detkit.ops.boxes import box_iou, coco_area_bucket
 
 __all__ = [
     "AREA_BUCKETS",
     "CoverageReport",
     "CoverageRow",
     "anchor_coverage",
-    "area_bucket",
     "best_anchor_iou",
     "model_anchor_generator",
     "plot_coverage",
@@ -49,15 +48,6 @@ def model_anchor_generator(model: torch.nn.Module) -> AnchorGenerator:
         if isinstance(module, AnchorGenerator):
             return module
     raise ValueError(f"the model {type(model).__name__} has no AnchorGenerator")
-
-
-def area_bucket(area: float) -> str:
-    """COCO bucket of an area in pixels^2: small < 32^2 <= medium < 96^2 <= large."""
-    if area < 32.0**2:
-        return "small"
-    if area < 96.0**2:
-        return "medium"
-    return "large"
 
 
 def best_anchor_iou(boxes: Tensor, anchors: Tensor, chunk: int = 65536) -> Tensor:
@@ -157,7 +147,7 @@ def anchor_coverage(
         boxes = torch.tensor([b for b, _ in items], dtype=torch.float32)
         best = best_anchor_iou(boxes, anchors).tolist()
         for (box, cat), iou in zip(items, best, strict=True):
-            bucket = area_bucket((box[2] - box[0]) * (box[3] - box[1]))
+            bucket = coco_area_bucket((box[2] - box[0]) * (box[3] - box[1]))
             for key in ((bucket, names[cat]), (bucket, "all"), ("all", names[cat]), ("all", "all")):
                 stats[key].append(iou)
     report = CoverageReport(
@@ -185,16 +175,14 @@ def anchor_coverage(
 
 def plot_coverage(report: CoverageReport, path: str | Path, title: str = "") -> Path:
     """Bar chart of coverage (%) per area bucket, one bar per class; writes ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     buckets = [*AREA_BUCKETS, "all"]
     classes = list(dict.fromkeys(r.class_name for r in report.rows))
     lookup = {(r.bucket, r.class_name): r for r in report.rows}
     width = 0.8 / len(classes)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for i, name in enumerate(classes):
         xs = [b + (i - (len(classes) - 1) / 2) * width for b in range(len(buckets))]
         ys = [100 * lookup[(b, name)].coverage for b in buckets]
@@ -207,5 +195,4 @@ def plot_coverage(report: CoverageReport, path: str | Path, title: str = "") -> 
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -85,7 +85,8 @@ class PostprocessConfig:
     nms_kwargs: Mapping[str, float | str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Validate the settings."""
+        """Validate the settings; ``nms_kwargs`` is copied into a plain dict."""
+        object.__setattr__(self, "nms_kwargs", dict(self.nms_kwargs))
         if isinstance(self.nms, str) and self.nms not in NMS_KINDS:
             raise ValueError(f"unknown nms {self.nms!r}; valid: {', '.join(NMS_KINDS)}")
         if self.topk_candidates < 1 or self.max_detections < 1:

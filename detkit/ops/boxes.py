@@ -27,6 +27,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "COCO_MEDIUM_AREA",
+    "COCO_SMALL_AREA",
+    "coco_area_bucket",
     "box_convert",
     "box_area",
     "clip_boxes_to_image",
@@ -40,6 +43,17 @@ __all__ = [
     "aligned_distance_box_iou",
     "aligned_complete_box_iou",
 ]
+
+# COCO size buckets, in pixels^2: small < 32^2 <= medium < 96^2 <= large
+COCO_SMALL_AREA = 32.0**2
+COCO_MEDIUM_AREA = 96.0**2
+
+
+def coco_area_bucket(area: float) -> str:
+    """COCO size bucket of a box area in pixels^2: small < 32^2 <= medium < 96^2 <= large."""
+    if area < COCO_SMALL_AREA:
+        return "small"
+    return "medium" if area < COCO_MEDIUM_AREA else "large"
 
 _FORMATS = ("xyxy", "xywh", "cxcywh")
 

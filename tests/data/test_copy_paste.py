@@ -9,7 +9,6 @@ from detkit.data.copy_paste import (
     ObjectPatch,
     SmallObjectBank,
     SmallObjectCopyPaste,
-    box_ious,
     edge_alpha,
     find_position,
     jitter_patch,
@@ -51,14 +50,6 @@ def test_small_object_selection():
     boxes = np.array([[0, 0, 31, 33], [0, 0, 32, 32], [0, 0, 1, 40], [5, 5, 5, 5]], np.float32)
     # areas 1023 (small), 1024 (not < 1024), side 1 < min_side 2, zero-area
     assert small_object_indices(boxes, 1024.0).tolist() == [0]
-
-
-def test_box_ious_matches_loop():
-    rng = np.random.default_rng(1)
-    xy = rng.uniform(0, 50, size=(7, 2))
-    a = np.concatenate([xy, xy + rng.uniform(1, 20, size=(7, 2))], axis=1)
-    b = a[::-1] + 3.0
-    np.testing.assert_allclose(box_ious(a, b), pairwise_iou_loop(a, b), rtol=1e-6)
 
 
 def test_paste_self_no_jitter_pixels_equal_source():

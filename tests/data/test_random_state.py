@@ -51,3 +51,32 @@ def test_state_dict_restores_every_generator(tmp_path):
     # and the streams really move: without the restore the next draws differ
     third = _draws(ds)
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(second, third, strict=True))
+
+
+def test_random_state_helpers_need_no_image_library() -> None:
+    """The helpers live in their own module: mixup / copy-paste import neither
+    albumentations nor the transforms module (the former transforms <-> copy_paste circle)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, detkit.data.mixup, detkit.data.copy_paste, detkit.data.random_state\n"
+            "print(sorted(m for m in ('albumentations', 'detkit.data.transforms') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_worker_rng_streams_follow_the_seed() -> None:
+    import numpy as np
+
+    from detkit.data.random_state import WorkerRng, worker_seed
+
+    assert worker_seed(11) == 11 and worker_seed(None) is None  # main process: unchanged
+    a, b = WorkerRng(4), WorkerRng(4)
+    first = a.get().integers(0, 1000, 3).tolist()
+    assert first == np.random.default_rng(4).integers(0, 1000, 3).tolist()
+    state = a.state_dict()
+    nxt = a.get().integers(0, 1000, 3).tolist()
+    b.load_state_dict(state)
+    assert b.get().integers(0, 1000, 3).tolist() == nxt

@@ -8,9 +8,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from detkit.data.sampling import (
     RepeatFactorSampler,
+    ResumableBatchSampler,
+    ShardSampler,
     SmallObjectOversampler,
     small_object_counts_from_coco,
 )
@@ -256,3 +259,22 @@ def test_from_coco_dataset_passes_input_size_and_max_area():
     assert s.small_counts == [1]
     raw = SmallObjectOversampler.from_coco_dataset(FakeDataset(), max_area=30.0)
     assert raw.small_counts == [0]
+
+
+def test_resumable_batches_skip_consumed_prefix() -> None:
+    data = list(range(10))
+    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=7)
+    batches = ResumableBatchSampler(sampler, batch_size=3, drop_last=True)
+    assert len(batches) == 3  # 10 // 3
+    batches.set_epoch(2)
+    full = list(batches)
+    batches.set_epoch(2, start_batch=2)
+    assert list(batches) == full[2:]
+    batches.set_epoch(3)
+    assert list(batches) != full  # a new epoch, a new order
+    assert sorted(i for b in full for i in b) == sorted(set(i for b in full for i in b))
+
+
+def test_shard_sampler_covers_each_index_once() -> None:
+    shards = [list(ShardSampler(7, r, 3)) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detkit.data.stats import area_bucket, compute_dataset_stats, format_stats
+from detkit.data.stats import compute_dataset_stats, format_stats
+from detkit.ops.boxes import coco_area_bucket as area_bucket
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "analyze_dataset.py"
 

@@ -10,42 +10,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DistributedSampler
 
 from detkit.config import defaults, merge
 from detkit.data.transforms import build_transforms
 from detkit.engine.build import (
-    ResumableBatchSampler,
-    ShardSampler,
-    _transform_list,
-    _wrap_mixing,
     build_train_loader,
     evaluation_split,
     prepare_synthetic,
     schedule_spec,
+    wrap_mixing,
 )
 from detkit.engine.distributed import DistInfo
+from detkit.engine.recipe import Recipe
 
 from ._tiny import TinyDataset, tiny_config, tiny_trainer
-
-
-def test_resumable_batches_skip_consumed_prefix() -> None:
-    data = list(range(10))
-    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=7)
-    batches = ResumableBatchSampler(sampler, batch_size=3, drop_last=True)
-    assert len(batches) == 3  # 10 // 3
-    batches.set_epoch(2)
-    full = list(batches)
-    batches.set_epoch(2, start_batch=2)
-    assert list(batches) == full[2:]
-    batches.set_epoch(3)
-    assert list(batches) != full  # a new epoch, a new order
-    assert sorted(i for b in full for i in b) == sorted(set(i for b in full for i in b))
-
-
-def test_shard_sampler_covers_each_index_once() -> None:
-    shards = [list(ShardSampler(7, r, 3)) for r in range(3)]
-    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
 
 
 def test_schedule_spec_from_config() -> None:
@@ -87,7 +65,6 @@ def test_evaluator_undoes_img_scale_oracle_gets_ap_one(tmp_path) -> None:
 
     from detkit.data import generate_synthetic_coco
     from detkit.data.coco import CocoDetection
-    from detkit.data.transforms import build_transforms
     from detkit.engine.build import make_evaluator
     from detkit.engine.distributed import DistInfo
 
@@ -266,14 +243,14 @@ class _Flat:
 
 def test_mixup_switch_blends_two_images() -> None:
     cfg = tiny_config(data={"mixup": {"enabled": True, "prob": 1.0, "alpha": 1.5}})
-    image, target = _wrap_mixing(_Flat(), cfg).load_raw(0)
+    image, target = wrap_mixing(_Flat(), cfg).load_raw(0)
     # partner: one of the other three; weights lam and 1 - lam; every pixel is
     # rint(lam * 10 + (1 - lam) * partner's value)
     lam = float(target["weights"][0])
     partner = int(target["labels"][1]) - 1
     assert 0 < lam < 1 and float(target["weights"].sum()) == pytest.approx(1.0)
     assert (image == np.rint(lam * 10 + (1 - lam) * _Flat.values[partner])).all()
-    plain, _ = _wrap_mixing(_Flat(), tiny_config()).load_raw(0)
+    plain, _ = wrap_mixing(_Flat(), tiny_config()).load_raw(0)
     assert (plain == 10).all()  # switched off: the image itself
 
 
@@ -282,7 +259,7 @@ def test_mosaic_switch_patches_four_images() -> None:
     # beta 50: the cut point ~ 16 * Beta(50, 50) lies near the centre (8, 8)
     cfg = tiny_config(data={"img_size": 16, "mosaic": {"enabled": True, "prob": 1.0,
                                                        "beta": 50.0}})
-    image, target = _wrap_mixing(_Flat(), cfg).load_raw(2)
+    image, target = wrap_mixing(_Flat(), cfg).load_raw(2)
     # four constant patches: image 2 (value 160) top-left, drawn images elsewhere; each
     # box kept (boxes cut too much are dropped) carries the label of a patch's source
     assert image.shape == (16, 16, 3) and image[0, 0, 0] == 160
@@ -295,7 +272,11 @@ def test_mosaic_switch_patches_four_images() -> None:
     assert len(set(values)) > 1  # not the plain image 2
     labels = {int(v) for v in target["labels"]}
     assert labels and labels <= {_Flat.values.index(v) + 1 for v in values}
-    assert type(_wrap_mixing(_Flat(), tiny_config())) is _Flat  # switched off: unwrapped
+    assert type(wrap_mixing(_Flat(), tiny_config())) is _Flat  # switched off: unwrapped
+
+
+def _recipe(cfg: dict, work_dir: str = "unused") -> Recipe:
+    return Recipe(cfg, work_dir, DistInfo(0, 1, 0, torch.device("cpu")), use_tqdm=False)
 
 
 def test_copy_paste_options_reach_the_training_transforms() -> None:
@@ -303,8 +284,10 @@ def test_copy_paste_options_reach_the_training_transforms() -> None:
     # jitter, feather 1) reach the pasted pixels: border ring rint(0.5 * 40 + 0.5 * 200)
     # = 120, inside 200 (edge_alpha arithmetic in tests/data/test_copy_paste.py)
     options = {"num_copies": 1, "scale_jitter": 0.0, "feather": 1, "seed": 0}
-    cfg = tiny_config(data={"copy_paste": {"enabled": True, "options": options}})
-    pipeline = build_transforms(_transform_list(cfg), 32, train=True, seed=0, to_tensor=False)
+    cfg = tiny_config(data={"img_size": 32,
+                            "copy_paste": {"enabled": True, "options": options}})
+    pipeline, _ = _recipe(cfg).build_transforms()
+    pipeline.to_tensor = False
     image = np.full((32, 32, 3), 40, np.uint8)
     image[4:8, 4:10] = 200
     target = {"boxes": np.array([[4, 4, 10, 8]], np.float32), "labels": np.array([1])}
@@ -314,7 +297,35 @@ def test_copy_paste_options_reach_the_training_transforms() -> None:
     expected = np.full((4, 6, 3), 120, np.uint8)
     expected[1:3, 1:5] = 200
     np.testing.assert_array_equal(out_img[y1:y2, x1:x2], expected)
-    assert _transform_list(tiny_config()) == []  # switched off: no paste step
+    off, _ = _recipe(tiny_config()).build_transforms()
+    assert off.steps_after == []  # switched off: no paste step
+
+
+def test_copy_paste_is_seeded_from_the_config_seed() -> None:
+    def paste_step(seed: int):
+        cfg = tiny_config(seed=seed, data={"copy_paste": {"enabled": True, "options": {}}})
+        (step,) = _recipe(cfg).build_transforms()[0].steps_after
+        return step
+
+    # the config seed + 2 (the albumentations step has the seed itself)
+    assert paste_step(5).rng.seed == 7 and paste_step(6).rng.seed == 8
+    draws = [paste_step(5).rng.get().integers(0, 2**31, 4).tolist() for _ in range(2)]
+    assert draws[0] == draws[1]  # the same config gives the same stream
+
+
+def test_copy_paste_bank_source_is_collected_from_the_training_set(tmp_path) -> None:
+    # every synthetic object is 10-14 px (area < 196 < max_area 400): all are bank material
+    cfg = tiny_config(data={
+        "synthetic": {"enabled": True, "out_dir": str(tmp_path / "syn"), "num_images": 6,
+                      "image_size": 64, "side_range": [10, 14], "max_objects": 3},
+        "img_size": 64, "copy_paste": {"enabled": True, "options": {
+            "source": "bank", "max_area": 400.0, "bank_items": 4, "num_copies": 1}}})
+    train, _ = _recipe(cfg).build_datasets()
+    (step,) = train.transforms.steps_after
+    assert step.source == "bank" and len(step.bank) == 4  # capped by bank_items
+    assert all(max(p.pixels.shape[:2]) <= 15 for p in step.bank.patches)
+    image, target = train[0]
+    assert image.shape == (3, 64, 64) and step.pasted >= 1
 
 
 @pytest.mark.faults

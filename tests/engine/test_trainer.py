@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from detkit.engine.checkpoint import load_checkpoint
+from detkit.engine.distill import DistillationLoss
 from detkit.engine.logging import read_jsonl
 from detkit.engine.trainer import NonFiniteLossError
+from detkit.models.detectors.protocol import DetkitDetector
 
 from ._tiny import TinyDetector, tiny_config, tiny_trainer
 
@@ -126,12 +128,17 @@ def test_torchvision_detector_trains_unchanged(tmp_path: Path) -> None:
     assert not torch.equal(before, after)
 
 
-class _DenseTiny(TinyDetector):
-    """TinyDetector exposing per-anchor class logits [B, 1, C] like the dense detector."""
+class _DenseTiny(TinyDetector, DetkitDetector):
+    """TinyDetector with the protocol's per-anchor class logits [B, 1, C] (dense family)."""
+
+    distillation_kind = "dense"
 
     def head_logits(self, images: list[torch.Tensor]) -> torch.Tensor:
         x = torch.stack(images)
         return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))[:, None, 4:]
+
+    def distillation_logits(self, images: list[torch.Tensor], targets: list) -> torch.Tensor:
+        return self.head_logits(images)
 
 
 def test_distillation_loss_is_added_with_weight_and_temperature(tmp_path: Path) -> None:
@@ -139,8 +146,7 @@ def test_distillation_loss_is_added_with_weight_and_temperature(tmp_path: Path) 
     teacher = _DenseTiny().eval()
     trainer = tiny_trainer(tmp_path, tiny_config(), model=_DenseTiny(), noise=False)
     # the teacher a config's train.distill section would load from its checkpoint:
-    trainer.teacher, trainer._distill_kind = teacher, "dense"
-    trainer.options.distill_weight, trainer.options.distill_temperature = 0.5, 2.0
+    trainer.loss = DistillationLoss(trainer.model, teacher, weight=0.5, temperature=2.0)
     images, targets = next(iter(trainer.loader))
     with torch.no_grad():
         s = trainer.model.head_logits(images)[:, 0]
@@ -155,10 +161,10 @@ def test_distillation_loss_is_added_with_weight_and_temperature(tmp_path: Path) 
 
 
 def test_distillation_needs_matching_families() -> None:
-    from detkit.engine.trainer import _distill_kind
-
     with pytest.raises(ValueError, match="same family"):
-        _distill_kind(_DenseTiny(), TinyDetector())
+        DistillationLoss(_DenseTiny(), TinyDetector())
+    with pytest.raises(ValueError, match="same family"):
+        DistillationLoss(TinyDetector(), _DenseTiny())
 
 
 def test_resume_without_ema_in_checkpoint_starts_ema_from_resumed_weights(tmp_path: Path) -> None:

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from detkit.models.box_coder import BBOX_XFORM_CLIP, BoxCoder, box_regression_loss
+from detkit.models.box_coder import (
+    BBOX_XFORM_CLIP,
+    BoxCoder,
+    box_regression_loss,
+    default_box_loss_weight,
+    normalise_box_loss,
+)
 
 ANCHOR = torch.tensor([[0.0, 0.0, 10.0, 10.0]])  # centre (5, 5), w = h = 10
 BOX = torch.tensor([[2.0, 4.0, 22.0, 14.0]])  # centre (12, 9), w = 20, h = 10
@@ -90,3 +96,17 @@ def test_bad_inputs():
         BoxCoder((1, 1, 0, 1))
     with pytest.raises(ValueError, match="differ"):
         BoxCoder().encode(BOX, torch.zeros(2, 4))
+
+
+def test_normalise_box_loss_weights_and_divides_by_the_sampled_count() -> None:
+    per_box = torch.tensor([0.5, 0.3])
+    # smooth-L1: weight 1, (0.5 + 0.3) / 8 sampled = 0.1
+    torch.testing.assert_close(normalise_box_loss(per_box, "smooth_l1", 8), torch.tensor(0.1))
+    # IoU family: weight 12, 12 * 0.8 / 8 = 1.2
+    torch.testing.assert_close(normalise_box_loss(per_box, "ciou", 8), torch.tensor(1.2))
+    # an explicit weight wins: 2 * 0.8 / 8 = 0.2
+    torch.testing.assert_close(normalise_box_loss(per_box, "ciou", 8, 2.0), torch.tensor(0.2))
+    assert default_box_loss_weight("giou") == 12.0
+    assert default_box_loss_weight("smooth_l1") == 1.0
+    empty = torch.zeros(0, requires_grad=True)
+    assert float(normalise_box_loss(empty, "ciou", 8)) == 0.0

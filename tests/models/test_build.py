@@ -124,3 +124,16 @@ def test_trainer_steps_a_torchvision_peer_unchanged(tmp_path):
         det = model(images)
     assert len(det) == 2 and set(det[0]) == {"boxes", "scores", "labels"}
     assert det[0]["labels"].numel() == 0 or int(det[0]["labels"].min()) >= 1
+
+
+def test_name_tables_refuse_duplicates_and_name_the_choices() -> None:
+    from torch import nn
+
+    from detkit.models.build import build_named, name_table
+
+    table = name_table("widget", [("a", nn.Identity), ("b", nn.ReLU)])
+    assert isinstance(build_named("widget", table, "b"), nn.ReLU)
+    with pytest.raises(RuntimeError, match="duplicate widget name 'a'"):
+        name_table("widget", [("a", nn.Identity), ("a", nn.ReLU)])
+    with pytest.raises(ValueError, match=r"unknown widget 'c'; valid: \['a', 'b'\]"):
+        build_named("widget", table, "c")

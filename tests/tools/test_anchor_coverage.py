@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from detkit.models.anchors import AnchorGenerator, anchor_generator_from_preset
-from detkit.models.coverage import anchor_coverage, area_bucket
+from detkit.models.coverage import anchor_coverage
+from detkit.ops.boxes import coco_area_bucket as area_bucket
 
 ROOT = Path(__file__).resolve().parents[2]
 BCCD = Path(os.environ.get("DETKIT_BCCD", ROOT / ".." / "shared" / "datasets" / "BCCD"))

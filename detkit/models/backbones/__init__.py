@@ -22,6 +22,7 @@ from detkit.models.backbones.torchvision_wrappers import (
     TORCHVISION_BACKBONES,
     TorchvisionBackbone,
 )
+from detkit.models.build import build_named, name_table
 
 __all__ = [
     "BACKBONES",
@@ -37,24 +38,14 @@ __all__ = [
 ]
 
 
-def _registry() -> dict[str, Callable[..., nn.Module]]:
-    """Name -> constructor table; refuses duplicate names."""
-    table: dict[str, Callable[..., nn.Module]] = {}
-    entries: list[tuple[str, Callable[..., nn.Module]]] = [
-        ("snet49", snet49),
-        ("snet146", snet146),
-        ("snet535", snet535),
-        ("plain_cnn", plain_cnn),
-    ]
-    entries += [(n, partial(TorchvisionBackbone, n)) for n in TORCHVISION_BACKBONES]
-    for name, fn in entries:
-        if name in table:
-            raise RuntimeError(f"duplicate backbone name {name!r}")
-        table[name] = fn
-    return table
-
-
-BACKBONES: dict[str, Callable[..., nn.Module]] = _registry()
+_ENTRIES: list[tuple[str, Callable[..., nn.Module]]] = [
+    ("snet49", snet49),
+    ("snet146", snet146),
+    ("snet535", snet535),
+    ("plain_cnn", plain_cnn),
+    *((n, partial(TorchvisionBackbone, n)) for n in TORCHVISION_BACKBONES),
+]
+BACKBONES: dict[str, Callable[..., nn.Module]] = name_table("backbone", _ENTRIES)
 
 
 def build_backbone(name: str, **kw: object) -> nn.Module:
@@ -62,6 +53,4 @@ def build_backbone(name: str, **kw: object) -> nn.Module:
 
     Raises ``ValueError`` naming the valid choices for an unknown ``name``.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {sorted(BACKBONES)}")
-    return BACKBONES[name](**kw)
+    return build_named("backbone", BACKBONES, name, **kw)

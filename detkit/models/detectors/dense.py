@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from detkit.models.anchors import AnchorGenerator, anchor_generator_from_preset
 from detkit.models.box_coder import BoxCoder
 from detkit.models.detectors.dense_loss import DenseLoss
+from detkit.models.detectors.protocol import DetkitDetector
 from detkit.models.heads.dense import DenseHead
 from detkit.models.matching import Matcher
 from detkit.models.postprocess import NmsFn, PostprocessConfig, postprocess_image
@@ -34,7 +35,7 @@ __all__ = ["DENSE_NECKS", "DenseDetector", "dense_detector"]
 DENSE_NECKS = ("fpn", "ssh", "fpn_ssh")
 
 
-class DenseDetector(nn.Module):
+class DenseDetector(DetkitDetector):
     """Backbone -> neck -> shared dense head over anchors, trained with focal + box loss.
 
     Args:
@@ -123,6 +124,22 @@ class DenseDetector(nn.Module):
         """Raw classification logits per anchor, ``Tensor[B, A, K]`` (all levels, anchor order)."""
         cls_logits, _, _, _ = self._forward_head(images)
         return torch.cat(cls_logits, dim=1)
+
+    # ----------------------------------------------------------------- detector protocol
+    distillation_kind = "dense"
+
+    def distillation_logits(self, images: Sequence[Tensor],
+                            targets: Sequence[Mapping[str, Tensor]]) -> Tensor:
+        """Per-anchor class logits ``Tensor[B, A, K]`` (:meth:`head_logits`; no targets used)."""
+        return self.head_logits(images)
+
+    def postprocess_settings(self) -> PostprocessConfig:
+        """The final post-processing (``postprocess_config``)."""
+        return self.postprocess_config
+
+    def set_postprocess_settings(self, config: PostprocessConfig) -> None:
+        """Use ``config`` for the final post-processing."""
+        self.postprocess_config = config
 
     def forward(
         self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]] | None = None
@@ -260,14 +277,8 @@ def dense_detector(
         scale_compensation=scale_compensation,
         stage1_threshold=stage1_threshold,
     )
-    post = PostprocessConfig(
-        score_threshold=score_threshold,
-        topk_candidates=topk_candidates,
-        nms=nms,
-        nms_threshold=nms_threshold,
-        max_detections=max_detections,
-        nms_kwargs=dict(nms_kwargs or {}),
-    )
+    post = PostprocessConfig(score_threshold, topk_candidates, nms, nms_threshold,
+                             max_detections, nms_kwargs or {})
     model = DenseDetector(
         backbone,
         neck_module,

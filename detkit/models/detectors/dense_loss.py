@@ -13,7 +13,6 @@ divided by the number of positive anchors in the batch (at least 1).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,47 +23,11 @@ from detkit.losses import sigmoid_focal_loss
 from detkit.models.box_coder import BOX_LOSSES, BoxCoder, box_regression_loss
 from detkit.models.matching import Matcher
 from detkit.models.sampling import hard_negative_mining
+from detkit.models.targets import validate_targets
 
-__all__ = ["SAMPLINGS", "DegenerateBoxWarning", "DenseLoss", "check_targets"]
+__all__ = ["SAMPLINGS", "DenseLoss"]
 
 SAMPLINGS = ("none", "ohem")
-
-
-class DegenerateBoxWarning(UserWarning):
-    """Ground-truth boxes of zero width or height: no anchor can match them (IoU 0)."""
-
-
-def check_targets(targets: Sequence[Mapping[str, Tensor]], num_classes: int) -> None:
-    """Raise ``ValueError`` unless every target has xyxy ``boxes`` [N, 4] and labels in 1..K.
-
-    Zero-width or zero-height boxes are legal but can never be matched; their count is
-    reported with a :class:`DegenerateBoxWarning`.
-    """
-    degenerate = 0
-    for i, t in enumerate(targets):
-        if "boxes" not in t or "labels" not in t:
-            raise ValueError(f"target {i} needs 'boxes' and 'labels', has {sorted(t)}")
-        boxes, labels = t["boxes"], t["labels"]
-        if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
-            raise ValueError(
-                f"target {i}: boxes {tuple(boxes.shape)} / labels {tuple(labels.shape)}; "
-                "expected [N, 4] and [N]"
-            )
-        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
-            raise ValueError(
-                f"target {i}: labels must be in 1..{num_classes}, got "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
-        if boxes.numel() and bool((boxes[:, 2:] < boxes[:, :2]).any()):
-            raise ValueError(f"target {i}: boxes must be (x1, y1, x2, y2) with x2 >= x1, y2 >= y1")
-        degenerate += int((boxes[:, 2:] <= boxes[:, :2]).any(dim=1).sum())
-    if degenerate:
-        warnings.warn(
-            f"{degenerate} zero-area ground-truth box(es) in this batch cannot be matched to any "
-            "anchor and add no loss (drop them in the data pipeline)",
-            DegenerateBoxWarning,
-            stacklevel=3,
-        )
 
 
 @dataclass
@@ -107,7 +70,7 @@ class DenseLoss:
         targets: Sequence[Mapping[str, Tensor]],
     ) -> dict[str, Tensor]:
         """``{"loss_cls", "loss_box"}`` for logits [B, A, K], deltas [B, A, 4], anchors [A, 4]."""
-        check_targets(targets, self.num_classes)
+        targets = validate_targets(targets, self.num_classes)
         cls_sum = cls_logits.sum() * 0.0
         box_sum = box_deltas.sum() * 0.0
         num_pos = 0

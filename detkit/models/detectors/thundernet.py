@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from detkit.models.acnet import convert_detector
 from detkit.models.backbones import build_backbone
+from detkit.models.detectors.protocol import DetkitDetector
 from detkit.models.heads.rcnn import RCNNHead, RCNNStage
 from detkit.models.heads.rpn import (
     THUNDERNET_ANCHOR_SIZES,
@@ -45,9 +46,10 @@ from detkit.models.heads.rpn import (
 from detkit.models.heads.sam import SpatialAttentionModule
 from detkit.models.necks.cem import CEM, init_lateral
 from detkit.models.postprocess import PostprocessConfig
+from detkit.models.targets import validate_targets
 from detkit.models.transform import DetectionTransform
 
-__all__ = ["C4Projection", "ThunderNet", "ThunderNetLite", "thundernet_lite", "validate_targets"]
+__all__ = ["C4Projection", "ThunderNet", "ThunderNetLite", "thundernet_lite"]
 
 
 class C4Projection(nn.Module):
@@ -73,35 +75,7 @@ class C4Projection(nn.Module):
         return OrderedDict([("p4", self.conv(features["c4"]))])
 
 
-def validate_targets(targets: Sequence[Mapping[str, Tensor]], num_classes: int) -> None:
-    """Raise ``ValueError`` naming the image for malformed training targets.
-
-    Needs ``boxes`` [N, 4] xyxy with positive width and height and ``labels`` [N] in 1..K.
-    """
-    for i, t in enumerate(targets):
-        if "boxes" not in t or "labels" not in t:
-            raise ValueError(f"target {i} needs 'boxes' and 'labels', got keys {sorted(t)}")
-        boxes, labels = t["boxes"], t["labels"]
-        if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"target {i}: boxes must be [N, 4], got {tuple(boxes.shape)}")
-        if labels.shape != boxes.shape[:1]:
-            raise ValueError(
-                f"target {i}: labels {tuple(labels.shape)} do not match boxes {tuple(boxes.shape)}"
-            )
-        degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bool(degenerate.any()):
-            raise ValueError(
-                f"target {i}: {int(degenerate.sum())} box(es) with zero or negative width/height "
-                f"(first: {boxes[degenerate][0].tolist()}); the dataset validation removes them"
-            )
-        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
-            raise ValueError(
-                f"target {i}: labels must be in 1..{num_classes}, got "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
-
-
-class ThunderNet(nn.Module):
+class ThunderNet(DetkitDetector):
     """Two-stage ThunderNet detector from its parts (see the module docstring).
 
     Args:
@@ -159,7 +133,7 @@ class ThunderNet(nn.Module):
                 raise ValueError("ThunderNet needs targets in training mode")
             if len(targets) != len(images):
                 raise ValueError(f"{len(images)} images but {len(targets)} targets")
-            validate_targets(targets, self.num_classes)
+            targets = validate_targets(targets, self.num_classes)
         batch = self.transform(images)
         features = self.feature_map(batch.tensor)
         rpn_out = self.rpn(features, batch.image_sizes, targets if self.training else None)
@@ -187,6 +161,22 @@ class ThunderNet(nn.Module):
         rpn_features = self.rpn.head(features)[0]
         logits, _ = self.rcnn.head(self.roi_features(features, rpn_features), boxes_per_image)
         return logits
+
+    # ----------------------------------------------------------------- detector protocol
+    distillation_kind = "roi"
+
+    def distillation_logits(self, images: Sequence[Tensor],
+                            targets: Sequence[Mapping[str, Tensor]]) -> Tensor:
+        """R-CNN logits ``Tensor[R, K + 1]`` of the targets' ground-truth boxes."""
+        return self.roi_class_logits(images, [t["boxes"] for t in targets])
+
+    def postprocess_settings(self) -> PostprocessConfig:
+        """The R-CNN stage's final post-processing."""
+        return self.rcnn.postprocess
+
+    def set_postprocess_settings(self, config: PostprocessConfig) -> None:
+        """Use ``config`` for the R-CNN stage's final post-processing."""
+        self.rcnn.postprocess = config
 
 
 ThunderNetLite = ThunderNet
@@ -234,7 +224,7 @@ def thundernet_lite(
             from-scratch start) or "default" (all three branches Kaiming); see :class:`CEM`.
         box_loss: R-CNN box loss, "smooth_l1" | "iou" | "giou" | "diou" | "ciou" or a callable.
         box_loss_weight / rpn_box_loss_weight: multipliers of the R-CNN / RPN box loss; None
-            takes the convention of :func:`detkit.models.heads.rpn.normalise_box_loss`
+            takes the convention of :func:`detkit.models.box_coder.normalise_box_loss`
             (1 for smooth-L1, 12 for the IoU family, both summed over the sampled
             foreground and divided by the number of sampled RoIs / anchors).
         nms: "nms" | "diou_nms" | "soft_nms" | "cluster_nms" for the final detections.
@@ -282,14 +272,8 @@ def thundernet_lite(
         box_loss=rpn_box_loss,
         box_loss_weight=rpn_box_loss_weight,
     )
-    postprocess = PostprocessConfig(
-        score_threshold=score_threshold,
-        topk_candidates=1000,
-        nms=nms,
-        nms_threshold=nms_threshold,
-        max_detections=max_detections,
-        nms_kwargs=dict(nms_kwargs or {}),
-    )
+    postprocess = PostprocessConfig(score_threshold, 1000, nms, nms_threshold, max_detections,
+                                    nms_kwargs or {})
     rcnn = RCNNStage(
         RCNNHead(num_classes, feature_channels, class_agnostic=class_agnostic),
         batch_size_per_image=rcnn_batch_size_per_image,

@@ -17,7 +17,7 @@ epsilon, 0 gives plain cross-entropy), averaged over the sampled RoIs. Box loss 
 foreground RoIs: "smooth_l1" on deltas or an IoU kind ("iou" | "giou" | "diou" | "ciou") on
 decoded boxes, summed over the foreground, divided by the number of sampled RoIs and weighted
 (1 for smooth-L1, 12 for IoU kinds, as the DIoU authors train Faster R-CNN) by
-:func:`detkit.models.heads.rpn.normalise_box_loss`. Per-box
+:func:`detkit.models.box_coder.normalise_box_loss`. Per-box
 ``weights`` (mixup ratios) of the matched ground truth multiply both losses of a foreground
 RoI; background RoIs, which belong to neither mixed image, keep weight 1.
 
@@ -36,8 +36,7 @@ from torch import Tensor, nn
 from torchvision.ops import ps_roi_align, roi_align
 
 from detkit.losses.label_smoothing import label_smoothing_cross_entropy
-from detkit.models.box_coder import BoxCoder, box_regression_loss
-from detkit.models.heads.rpn import normalise_box_loss
+from detkit.models.box_coder import BoxCoder, box_regression_loss, normalise_box_loss
 from detkit.models.matching import Matcher
 from detkit.models.postprocess import PostprocessConfig, postprocess_image
 from detkit.models.sampling import sample_balanced

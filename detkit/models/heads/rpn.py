@@ -16,8 +16,9 @@ are positive, < 0.3 negative (each box also claims its best anchors); anchors mo
 positives are sampled. Loss normalisation: objectness BCE summed over the sampled anchors of the
 batch and divided by their number; the box loss ("smooth_l1" on deltas, beta 1/9, or an IoU
 kind on decoded boxes) is summed over positives, divided by the number of sampled anchors and
-multiplied by a weight (:func:`normalise_box_loss`): 1 for "smooth_l1" (torchvision's
-convention), 12 for the IoU kinds (the DIoU authors' Faster R-CNN setting, Zheng et al. 2020).
+multiplied by a weight (:func:`detkit.models.box_coder.normalise_box_loss`): 1 for
+"smooth_l1" (torchvision's convention), 12 for the IoU kinds (the DIoU authors' Faster R-CNN
+setting, Zheng et al. 2020).
 
 Proposals (per image): the ``pre_nms_top_n`` best-scoring anchors are decoded, clipped to the
 image, boxes with a side below ``min_size`` are removed, NMS at 0.7 runs, and the
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detkit.models.anchors import AnchorGenerator
-from detkit.models.box_coder import BoxCoder, box_regression_loss
+from detkit.models.box_coder import BoxCoder, box_regression_loss, normalise_box_loss
 from detkit.models.matching import Matcher
 from detkit.models.sampling import sample_balanced
 from detkit.ops.boxes import clip_boxes_to_image, remove_small_boxes
@@ -51,9 +52,6 @@ __all__ = [
     "RPNOutput",
     "RegionProposalNetwork",
     "flatten_rpn_outputs",
-    "IOU_LOSS_WEIGHT",
-    "default_box_loss_weight",
-    "normalise_box_loss",
     "thundernet_anchor_generator",
 ]
 
@@ -75,34 +73,6 @@ def thundernet_anchor_generator(
     """
     dens = None if densities is None else [list(densities)]
     return AnchorGenerator([stride], [list(sizes)], list(aspect_ratios), dens)
-
-
-IOU_LOSS_WEIGHT = 12.0
-"""Default weight of an IoU-family box loss summed over foreground and divided by the sampled
-count: the DIoU authors' Faster R-CNN weight (Zheng et al., AAAI 2020). With a quarter of the
-sampled RoIs foreground it is about 3x the foreground mean, where its gradient on the shared
-layers matches smooth-L1's (2.4-2.9x the weight-1 foreground mean, measured on BCCD)."""
-
-
-def default_box_loss_weight(kind: str | Callable) -> float:
-    """The box-loss weight used when none is given: 1 for "smooth_l1" and callables, else 12."""
-    return 1.0 if callable(kind) or kind == "smooth_l1" else IOU_LOSS_WEIGHT
-
-
-def normalise_box_loss(per_box: Tensor, kind: str | Callable, num_sampled: int,
-                       weight: float | None = None) -> Tensor:
-    """``weight * sum(per_box) / num_sampled``: the box loss of a sampled two-stage head.
-
-    ``per_box`` [P]: losses of the P foreground anchors / RoIs; ``num_sampled``: all sampled
-    ones (foreground and background), so the box term keeps its share of the gradient as the
-    foreground fraction changes (Faster R-CNN's and the DIoU authors' convention). ``weight``
-    None takes :func:`default_box_loss_weight` of ``kind``. An empty ``per_box`` gives a zero
-    that keeps the graph.
-    """
-    if per_box.numel() == 0:
-        return per_box.sum() * 0.0
-    w = default_box_loss_weight(kind) if weight is None else float(weight)
-    return w * per_box.sum() / max(1, int(num_sampled))
 
 
 class RPNHead(nn.Module):

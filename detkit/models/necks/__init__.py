@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from detkit.models.build import build_named, name_table
 from detkit.models.necks.cem import CEM
 from detkit.models.necks.fpn import FPN
 from detkit.models.necks.ssh import FPNSSH, SSHModule, SSHNeck
@@ -25,17 +26,8 @@ from detkit.models.necks.ssh import FPNSSH, SSHModule, SSHNeck
 __all__ = ["CEM", "FPN", "FPNSSH", "NECKS", "SSHModule", "SSHNeck", "build_neck"]
 
 
-def _registry() -> dict[str, Callable[..., nn.Module]]:
-    """Name -> constructor table; refuses duplicate names."""
-    table: dict[str, Callable[..., nn.Module]] = {}
-    for name, fn in (("fpn", FPN), ("ssh", SSHNeck), ("fpn_ssh", FPNSSH), ("cem", CEM)):
-        if name in table:
-            raise RuntimeError(f"duplicate neck name {name!r}")
-        table[name] = fn
-    return table
-
-
-NECKS: dict[str, Callable[..., nn.Module]] = _registry()
+NECKS: dict[str, Callable[..., nn.Module]] = name_table(
+    "neck", (("fpn", FPN), ("ssh", SSHNeck), ("fpn_ssh", FPNSSH), ("cem", CEM)))
 
 
 def build_neck(name: str, **kw: object) -> nn.Module:
@@ -43,6 +35,4 @@ def build_neck(name: str, **kw: object) -> nn.Module:
 
     Raises ``ValueError`` naming the valid choices for an unknown ``name``.
     """
-    if name not in NECKS:
-        raise ValueError(f"unknown neck {name!r}; valid: {sorted(NECKS)}")
-    return NECKS[name](**kw)
+    return build_named("neck", NECKS, name, **kw)

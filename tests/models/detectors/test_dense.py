@@ -10,8 +10,8 @@ import torch
 
 from detkit.models.backbones import build_backbone
 from detkit.models.detectors.dense import DenseDetector, dense_detector
-from detkit.models.detectors.dense_loss import DegenerateBoxWarning
 from detkit.models.necks import FPN
+from detkit.models.targets import DegenerateBoxWarning
 
 
 @pytest.fixture(autouse=True)
@@ -187,6 +187,12 @@ def test_zero_area_box_warns_and_trains():
     with pytest.warns(DegenerateBoxWarning, match="1 zero-area"):
         losses = model(_images(), targets)
     assert torch.isfinite(sum(losses.values()))
+    # the zero-area box can match no anchor (IoU 0), so it is dropped and the losses equal
+    # those of an image with no box at all
+    targets[0] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    without = model(_images(), targets)
+    for key, value in losses.items():
+        torch.testing.assert_close(value, without[key])
 
 
 def test_bad_inputs():

@@ -149,9 +149,9 @@ def test_roi_class_logits_rows_follow_images_then_boxes() -> None:
 
 def test_invalid_targets_raise() -> None:
     model = thundernet_lite(3).train()
-    bad_box = [{"boxes": torch.tensor([[10.0, 10.0, 10.0, 40.0]]), "labels": torch.tensor([1])}]
-    with pytest.raises(ValueError, match="zero or negative width"):
-        model(_images(size=64)[:1], bad_box)
+    inverted = [{"boxes": torch.tensor([[10.0, 10.0, 5.0, 40.0]]), "labels": torch.tensor([1])}]
+    with pytest.raises(ValueError, match="x2 >= x1"):
+        model(_images(size=64)[:1], inverted)
     bad_label = [{"boxes": torch.tensor([[1.0, 1.0, 10.0, 40.0]]), "labels": torch.tensor([4])}]
     with pytest.raises(ValueError, match="labels must be in 1..3"):
         model(_images(size=64)[:1], bad_label)
@@ -344,3 +344,15 @@ def test_cem_switch_changes_the_feature_map() -> None:
         proj = without.neck.conv
         expected = torch.nn.functional.conv2d(feats["c4"], proj.weight, proj.bias)
         torch.testing.assert_close(without.feature_map(batch), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_area_box_is_dropped_with_a_warning() -> None:
+    from detkit.models.targets import DegenerateBoxWarning
+
+    torch.manual_seed(0)
+    model = thundernet_lite(3).train()
+    boxes = torch.tensor([[10.0, 10.0, 10.0, 40.0], [4.0, 4.0, 30.0, 36.0]])
+    target = [{"boxes": boxes, "labels": torch.tensor([1, 2])}]
+    with pytest.warns(DegenerateBoxWarning, match="1 zero-area"):
+        losses = model(_images(size=64)[:1], target)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -168,19 +168,3 @@ def test_mixup_weights_scale_the_matched_anchors() -> None:
     torch.testing.assert_close(losses[1]["rpn_box"], 0.5 * losses[0]["rpn_box"])
     # BCE is ln 2 per sampled anchor; positives now count 0.5: mean drops below ln 2
     assert float(losses[1]["rpn_objectness"]) < math.log(2.0) - 1e-6
-
-
-def test_normalise_box_loss_weights_and_divides_by_the_sampled_count() -> None:
-    from detkit.models.heads.rpn import default_box_loss_weight, normalise_box_loss
-
-    per_box = torch.tensor([0.5, 0.3])
-    # smooth-L1: weight 1, (0.5 + 0.3) / 8 sampled = 0.1
-    torch.testing.assert_close(normalise_box_loss(per_box, "smooth_l1", 8), torch.tensor(0.1))
-    # IoU family: weight 12, 12 * 0.8 / 8 = 1.2
-    torch.testing.assert_close(normalise_box_loss(per_box, "ciou", 8), torch.tensor(1.2))
-    # an explicit weight wins: 2 * 0.8 / 8 = 0.2
-    torch.testing.assert_close(normalise_box_loss(per_box, "ciou", 8, 2.0), torch.tensor(0.2))
-    assert default_box_loss_weight("giou") == 12.0
-    assert default_box_loss_weight("smooth_l1") == 1.0
-    empty = torch.zeros(0, requires_grad=True)
-    assert float(normalise_box_loss(empty, "ciou", 8)) == 0.0
