@@ -5,7 +5,7 @@ call, so load from other processes hits them alike), with the 1-minute load aver
 
 - ThunderNet-lite (``thundernet_full``, ``tn_no_cem``) and torchvision Faster R-CNN
   (``fasterrcnn_mbv3``) load their trained BCCD checkpoints (``--ckpt-dir``,
-  ``<row>_s0_f0/last.pth``); SSDlite (``ssdlite320_mobilenet_v3_large``, 4 BCCD classes)
+  ``<row>_s0_f0/last.pth``); SSDlite (``ssdlite320_mobilenet_v3_large``, 3 BCCD classes)
   and the dense detector (SNet49 + SSH) have no trained checkpoint, so their
   post-processing is capped at a realistic candidate count (SSDlite: 100 per class,
   torchvision's ``topk_candidates``; dense: 100 per level) instead of letting thousands of
@@ -52,7 +52,7 @@ def bccd_images(ann_file: Path, count: int, size: int) -> list[torch.Tensor]:
     return [letterbox_image(dataset[i][0], size)[0] for i in range(min(count, len(dataset)))]
 
 
-def load_row(ckpt_dir: Path, row: str, num_classes: int = 4) -> torch.nn.Module:
+def load_row(ckpt_dir: Path, row: str, num_classes: int = 3) -> torch.nn.Module:
     """The trained model of ``row`` (seed 0, fold 0) in eval mode on CPU."""
     import yaml
 
@@ -64,7 +64,7 @@ def load_row(ckpt_dir: Path, row: str, num_classes: int = 4) -> torch.nn.Module:
                          TestOptions(img_size=320)).model
 
 
-def ssdlite(num_classes: int = 4, candidates: int = 100) -> torch.nn.Module:
+def ssdlite(num_classes: int = 3, candidates: int = 100) -> torch.nn.Module:
     """torchvision SSDlite320 (random weights) with ``candidates`` per class into its NMS."""
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
         weights=None, weights_backbone=None, num_classes=num_classes + 1)
@@ -72,7 +72,7 @@ def ssdlite(num_classes: int = 4, candidates: int = 100) -> torch.nn.Module:
     return model.eval()
 
 
-def dense(num_classes: int = 4, candidates: int = 100) -> torch.nn.Module:
+def dense(num_classes: int = 3, candidates: int = 100) -> torch.nn.Module:
     """The dense detector of ``configs/bench/dense_ssh.yaml`` (SNet49 + SSH), random weights."""
     import dataclasses
 
@@ -142,7 +142,7 @@ def latency_table(args: argparse.Namespace) -> dict[str, Any]:
     print(f"\nGEMM 1024^3 float32: {rate:.1f} GFLOP/s; compute-bound limit = 2 x MACs / rate")
     print(f"{'model':24s} {'M MACs':>8s} {'limit ms':>9s} {'MAC ratio':>10s}")
     for name, value in macs.items():
-        print(f"{name:24s} {value:8.1f} {2e-3 * value / rate:9.2f} "
+        print(f"{name:24s} {value:8.1f} {2.0 * value / rate:9.2f} "
               f"{value / macs['SSDlite320 (peer)']:10.2f}")
     return {"threads": args.threads, "runs": args.runs, "load_avg": load, "gemm_gflops": rate,
             "latency_ms": ms, "macs_m": macs}
