@@ -29,6 +29,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP waits
 from typing import Any
 
 import torch

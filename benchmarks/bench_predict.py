@@ -18,6 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP waits
+
 import torch
 import yaml
 

@@ -265,7 +265,8 @@ class Detector:
                                                 self.options.sizes[0])
 
     def predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
-                score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> list[Prediction]:
+                score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                workers: int = 0) -> list[Prediction]:
         """One :class:`Prediction` per image of ``source``.
 
         ``source``: an image file, a folder (its image files, sorted by name, not recursive),
@@ -273,9 +274,10 @@ class Detector:
         a ``[3, H, W]`` tensor (uint8 or float in [0, 1]) or
         a list of any of these. Detections scoring below ``score_threshold`` are dropped
         (default 0.3, as ``tools/infer.py``). ``batch_size`` images go through the model
-        at a time.
+        at a time; ``workers`` processes decode image files ahead of the model.
         """
-        return [pred for _, pred in self.iter_predict(source, batch_size, score_threshold)]
+        return [pred for _, pred in self.iter_predict(source, batch_size, score_threshold,
+                                                       workers=workers)]
 
     def class_name(self, label: int) -> str:
         """Name of label ``label`` (1..K); the number itself outside that range."""
