@@ -52,6 +52,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+# The suite measures latency while rows train in the background. Without passive waiting,
+# OpenMP threads spin and a 2-thread forward pass slows several times over whenever another
+# process holds a core (the 56 ms vs 12.4 ms of ThunderNet-lite in latency.json). The tools
+# set the same; it must precede the first torch import (suite_measure imports it lazily).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kfold import Dataset, Folds, write_folds  # noqa: E402
 from suite_measure import (  # noqa: E402

@@ -18,7 +18,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from detkit.data.image_io import IMAGE_SUFFIXES, list_image_files, read_image_rgb
+from detkit.data.image_io import IMAGE_SUFFIXES, list_image_files
 
 __all__ = ["DEFAULT_SCORE_THRESHOLD", "Detector", "Prediction", "coco_image_files",
            "expand_sources", "load"]
@@ -199,12 +199,13 @@ class Detector:
     def iter_predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
                      score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                      on_unreadable: Callable[[Path, str], None] | None = None,
-                     tile: int | None = None, tile_overlap: float = 0.25
-                     ) -> Iterator[tuple[np.ndarray, Prediction]]:
+                     tile: int | None = None, tile_overlap: float = 0.25,
+                     workers: int = 0) -> Iterator[tuple[np.ndarray, Prediction]]:
         """Like :meth:`predict`, lazily, yielding ``(original image, prediction)`` pairs.
 
         ``on_unreadable(path, reason)``: called for an image file that cannot be decoded,
         which is then skipped (the rest is still predicted); None raises the OSError.
+        ``workers``: processes decoding image files ahead of the model (0: none).
         """
         predictor: Any = self._predictor
         if tile is not None:
@@ -217,22 +218,7 @@ class Detector:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         items = expand_sources(source)
         self._with_threshold(score_threshold)
-        for start in range(0, len(items), batch_size):
-            chunk, images = [], []
-            for i, x in enumerate(items[start:start + batch_size]):
-                if not isinstance(x, Path):
-                    images.append(_as_rgb_uint8(x, start + i))
-                else:
-                    try:
-                        images.append(read_image_rgb(x))
-                    except OSError as err:  # FileNotFoundError included
-                        if on_unreadable is None:
-                            raise
-                        on_unreadable(x, str(err))
-                        continue
-                chunk.append(x)
-            if not images:
-                continue
+        for chunk, images in self._batches(items, batch_size, workers, on_unreadable):
             for item, image, det in zip(chunk, images, predictor.predict(images), strict=True):
                 keep = det["scores"] >= score_threshold
                 labels = det["labels"][keep].numpy().astype(np.int64)
@@ -244,9 +230,48 @@ class Detector:
                     image_size=(int(image.shape[0]), int(image.shape[1])),
                     source=str(item) if isinstance(item, Path) else None)
 
+    @staticmethod
+    def _batches(items: Sequence[ImageLike], batch_size: int, workers: int,
+                 on_unreadable: Callable[[Path, str], None] | None
+                 ) -> Iterator[tuple[list[ImageLike], list[np.ndarray]]]:
+        """(items, decoded images) in batches of ``batch_size`` readable images, in order."""
+        from detkit.engine.prefetch import iter_decoded
+
+        chunk: list[ImageLike] = []
+        images: list[np.ndarray] = []
+        for index, image, error in iter_decoded(items, workers, _as_rgb_uint8):
+            if image is None:
+                if on_unreadable is None:
+                    raise OSError(error)
+                on_unreadable(Path(items[index]), str(error))
+                continue
+            chunk.append(items[index])
+            images.append(image)
+            if len(images) == batch_size:
+                yield chunk, images
+                chunk, images = [], []
+        if images:
+            yield chunk, images
+
+    def use_runtime(self, runtime: str, score_threshold: float = DEFAULT_SCORE_THRESHOLD
+                    ) -> None:
+        """Run predictions with ``runtime``: "torch", "folded" (BatchNorm folded) or
+        "onnxruntime" (single input size; see :mod:`detkit.engine.ort_runtime`).
+
+        ``score_threshold``: the lowest score later calls will ask for (the onnxruntime graph
+        fixes the model's score threshold at export).
+        """
+        from detkit.engine.ort_runtime import prepare_runtime
+
+        if runtime == "onnxruntime" and len(self.options.sizes) > 1:
+            raise ValueError("the onnxruntime runtime takes one input size, not a pyramid")
+        self._with_threshold(score_threshold)
+        self._predictor.model = prepare_runtime(self.loaded.model, runtime,
+                                                self.options.sizes[0])
+
     def predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, tile: int | None = None,
-                tile_overlap: float = 0.25) -> list[Prediction]:
+                tile_overlap: float = 0.25, workers: int = 0) -> list[Prediction]:
         """One :class:`Prediction` per image of ``source``.
 
         ``source``: an image file, a folder (its image files, sorted by name, not recursive),
@@ -254,13 +279,14 @@ class Detector:
         a ``[3, H, W]`` tensor (uint8 or float in [0, 1]) or
         a list of any of these. Detections scoring below ``score_threshold`` are dropped
         (default 0.3, as ``tools/infer.py``). ``batch_size`` images go through the model
-        at a time. ``tile``: sliced inference for small objects
-        (:mod:`detkit.engine.slicing`): overlapping ``tile``-px windows (``tile_overlap``
-        shared) each at the model's input size, plus the whole image, merged with the
-        model's own NMS kind.
+        at a time; ``workers`` processes decode image files ahead of the model. ``tile``:
+        sliced inference for small objects (:mod:`detkit.engine.slicing`): overlapping
+        ``tile``-px windows (``tile_overlap`` shared) each at the model's input size, plus the
+        whole image, merged with the model's own NMS kind.
         """
         return [pred for _, pred in self.iter_predict(source, batch_size, score_threshold,
-                                                      tile=tile, tile_overlap=tile_overlap)]
+                                                      tile=tile, tile_overlap=tile_overlap,
+                                                      workers=workers)]
 
     def class_name(self, label: int) -> str:
         """Name of label ``label`` (1..K); the number itself outside that range."""

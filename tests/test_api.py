@@ -139,3 +139,19 @@ def test_bad_inputs_fail_before_any_work(tmp_path: Path) -> None:
         det.predict(images, batch_size=0)
     with pytest.raises(ValueError, match="empty list"):
         det.predict([])
+
+
+def test_workers_and_runtimes_give_the_same_predictions(tmp_path: Path) -> None:
+    ckpt, _, _, images = _case(tmp_path)
+    det = detkit.load(ckpt)
+    ref = det.predict(images, batch_size=1, score_threshold=0.3)
+    by_workers = det.predict(images, batch_size=2, score_threshold=0.3, workers=2)
+    assert [p.source for p in by_workers] == [p.source for p in ref]
+    det.use_runtime("folded", 0.3)
+    folded = det.predict(images, batch_size=2, score_threshold=0.3, workers=1)
+    for a, b, c in zip(ref, by_workers, folded, strict=True):
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-5)
+        np.testing.assert_allclose(c.boxes, a.boxes, atol=1e-3)
+        np.testing.assert_array_equal(c.labels, a.labels)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        det.use_runtime("tvm")

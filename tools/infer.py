@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="draw images whose longer side is shorter enlarged by an integer "
                              "factor to at least this many pixels, so captions stay readable "
                              "(default 512; 0 keeps the size)")
+    parser.add_argument("--runtime", choices=("torch", "folded", "onnxruntime"),
+                        default="torch",
+                        help="torch (default), folded (BatchNorm folded into convolutions) or "
+                             "onnxruntime (the folded model exported to ONNX, plain NMS)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes decoding images ahead of the model (default 0)")
     parser.add_argument("--no-ema", action="store_true",
                         help="use the raw weights even when the checkpoint has EMA ones")
     return parser.parse_intermixed_args(argv)
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = list_images(source, args.out)
         detector = Detector.from_config(cfg, checkpoint, prefer_ema=not args.no_ema)
+        if args.runtime != "torch":
+            detector.use_runtime(args.runtime, args.score_threshold)
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append(path)
 
     for image, pred in detector.iter_predict(files, args.batch_size, args.score_threshold,
-                                             on_unreadable=skip):
+                                             on_unreadable=skip, workers=args.workers):
         path = Path(pred.source)
         total += len(pred)
         drawn = draw_detections(image, pred.boxes, pred.labels, pred.scores, detector.names,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from detkit.ops.boxes import clip_boxes_to_image
-from detkit.ops.nms import NMS_KINDS, batched_nms_by_kind
+from detkit.ops.nms import NMS_KINDS, batched_nms_by_kind, warm_up_kernels
 
 __all__ = [
     "NmsFn",
@@ -91,6 +91,9 @@ class PostprocessConfig:
             raise ValueError(f"unknown nms {self.nms!r}; valid: {', '.join(NMS_KINDS)}")
         if self.topk_candidates < 1 or self.max_detections < 1:
             raise ValueError("topk_candidates and max_detections must be >= 1")
+        if self.nms in ("diou_nms", "cluster_nms"):
+            # load the compiled kernel now, once per process, not on the first image
+            warm_up_kernels()
 
 
 def _topk_count(values: Tensor, k: int) -> int:

@@ -16,9 +16,12 @@ Suppression rules (a kept box M suppresses a lower-scored box B when):
 - Soft-NMS: scores decayed by exp(-IoU^2 / sigma) ("gaussian") or by
   (1 - IoU) when IoU > t ("linear") (Bodla et al., ICCV 2017)
 
-On CPU, DIoU-NMS runs a sparse greedy kernel compiled with numba (only
-intersecting pairs are ever compared); on CUDA, or without numba, it runs the
-Cluster-NMS matrix form, whose result is identical.
+On CPU, DIoU-NMS and Cluster-NMS run a sparse greedy kernel compiled with numba
+(only intersecting pairs are ever compared); on CUDA, or without numba, they run
+the Cluster-NMS matrix form, whose result is identical. (The dense matrix costs
+O(N^2) memory and up to N passes: 4.7 s at 5,000 boxes on this CPU, against
+milliseconds for the sparse kernel, so CPU calls never take it when numba is there.)
+:func:`warm_up_kernels` loads the numba kernel ahead of a timed loop.
 
 Hostile input has one defined behaviour on every path (numba, torch, CUDA):
 
@@ -40,7 +43,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from detkit.ops._nms_sparse import HAVE_NUMBA, greedy_sparse
+from detkit.ops._nms_sparse import HAVE_NUMBA, greedy_sparse, warm_up
 
 __all__ = [
     "nms",
@@ -51,9 +54,19 @@ __all__ = [
     "cluster_nms",
     "batched_nms_by_kind",
     "NMS_KINDS",
+    "warm_up_kernels",
 ]
 
 NMS_KINDS = ("nms", "diou_nms", "soft_nms", "cluster_nms")
+
+
+def warm_up_kernels() -> bool:
+    """Load the compiled DIoU / Cluster-NMS kernel now (0.25-0.75 s once per process).
+
+    Returns True when this call did the loading, False when it was already loaded or numba
+    is absent. Results of the NMS functions do not depend on it.
+    """
+    return warm_up()
 
 
 def _check_inputs(boxes: Tensor, scores: Tensor, idxs: Tensor | None = None) -> None:
@@ -211,13 +224,12 @@ def _greedy(
     threshold: float,
     use_diou: bool,
     beta: float,
-    force_matrix: bool = False,
 ) -> Tensor:
     _check_threshold(threshold)
     boxes, scores, idxs, rows = sanitize_nms_input(boxes, scores, idxs)
     if boxes.shape[0] == 0:
         return _empty(boxes)
-    if force_matrix or boxes.is_cuda or not HAVE_NUMBA or threshold < 0:
+    if boxes.is_cuda or not HAVE_NUMBA or threshold < 0:
         order = _rank(scores)
         ranked = boxes.detach()[order]
         classes = idxs[order] if idxs is not None else torch.zeros_like(order)
@@ -262,12 +274,14 @@ def cluster_nms(
     """Cluster-NMS (Zheng et al. 2020), the matrix form; equals greedy NMS exactly.
 
     ``kind="iou"`` reproduces NMS, ``kind="diou"`` DIoU-NMS. Optional
-    ``idxs [N]`` keeps categories apart. Runs as batched tensor ops, which
-    makes it the natural GPU path.
+    ``idxs [N]`` keeps categories apart. On CUDA (or without numba) it runs as
+    batched tensor ops, the natural GPU path; on CPU its fixed point is computed
+    by the exact sparse greedy kernel, which reaches the same result without
+    the O(N^2) matrix.
     """
     if kind not in ("iou", "diou"):
         raise ValueError(f"unknown cluster_nms kind {kind!r}; valid: iou, diou")
-    return _greedy(boxes, scores, idxs, iou_threshold, kind == "diou", beta, force_matrix=True)
+    return _greedy(boxes, scores, idxs, iou_threshold, kind == "diou", beta)
 
 
 def _iou_one_to_many(box: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -508,3 +508,22 @@ def test_soft_nms_boundaries_defaults_and_degenerate_boxes():
     ref_keep, ref_scores = ref_soft_nms(tiny, tiny_scores)
     assert keep.tolist() == ref_keep
     torch.testing.assert_close(new, torch.tensor(ref_scores, dtype=new.dtype))
+
+
+@pytest.mark.parametrize("kind", ["iou", "diou"])
+def test_cluster_matrix_fallback_matches_greedy(monkeypatch, kind):
+    # the matrix form (CUDA / no numba) and the CPU sparse kernel reach the greedy result
+    boxes, scores = clustered(140, 6)
+    idxs = torch.randint(0, 3, (140,), generator=torch.Generator().manual_seed(6))
+    sparse = cluster_nms(boxes, scores, 0.45, kind=kind, idxs=idxs).tolist()
+    monkeypatch.setattr(nms_module, "HAVE_NUMBA", False)
+    matrix = cluster_nms(boxes, scores, 0.45, kind=kind, idxs=idxs).tolist()
+    assert sparse == matrix == ref_greedy(boxes, scores, 0.45, kind == "diou", classes=idxs)
+
+
+def test_warm_up_kernels_loads_once():
+    from detkit.ops import _nms_sparse
+
+    nms_module.warm_up_kernels()  # loaded now, or already
+    assert _nms_sparse._WARM[0] is _nms_sparse.HAVE_NUMBA
+    assert nms_module.warm_up_kernels() is False  # the second call does nothing

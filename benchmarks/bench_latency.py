@@ -1,0 +1,191 @@
+"""Batch-1 inference latency on trained BCCD checkpoints: eager, folded, onnxruntime, the limit.
+
+Every figure is printed against SSDlite measured in the same run (models take turns call by
+call, so load from other processes hits them alike), with the 1-minute load average:
+
+- ThunderNet-lite (``thundernet_full``, ``tn_no_cem``) and torchvision Faster R-CNN
+  (``fasterrcnn_mbv3``) load their trained BCCD checkpoints (``--ckpt-dir``,
+  ``<row>_s0_f0/last.pth``); SSDlite (``ssdlite320_mobilenet_v3_large``, 3 BCCD classes)
+  and the dense detector (SNet49 + SSH) have no trained checkpoint, so their
+  post-processing is capped at a realistic candidate count (SSDlite: 100 per class,
+  torchvision's ``topk_candidates``; dense: 100 per level) instead of letting thousands of
+  random-weight candidates into NMS. Each call runs on the next of ``--images`` BCCD test
+  images, letterboxed to 320.
+- Each row splits the call into network (backbone, neck, heads, RoI pooling) and the
+  rest (proposal / final NMS, decoding, thresholds, Python), see ``latency_parts.py``.
+- Runtimes: eager PyTorch, BatchNorm folded (``detkit.models.fuse``), onnxruntime (the
+  folded model exported with plain NMS, ``detkit.engine.ort_runtime``).
+- The limit: MACs (FlopCounterMode) over the measured float32 GEMM rate.
+
+Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_latency.py [--threads 2] [--runs 20]``.
+``--json PATH`` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP waits
+from typing import Any
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latency_parts import count_macs, gemm_gflops, split_times  # noqa: E402
+
+CKPT_DIR = Path("/work/bench/work_dirs/bench/bccd/k3_2min")
+ANN_FILE = Path("/work/bench/data/bccd/test.json")
+TRAINED_ROWS = ("thundernet_full", "tn_no_cem", "fasterrcnn_mbv3")
+
+
+def bccd_images(ann_file: Path, count: int, size: int) -> list[torch.Tensor]:
+    """The first ``count`` images of ``ann_file``, letterboxed to ``size`` ([3, S, S] in [0, 1])."""
+    from detkit.data.coco import CocoDetection
+    from detkit.engine.inference import keep_raw, letterbox_image
+
+    dataset = CocoDetection(str(ann_file), str(ann_file.parent), transforms=keep_raw)
+    return [letterbox_image(dataset[i][0], size)[0] for i in range(min(count, len(dataset)))]
+
+
+def load_row(ckpt_dir: Path, row: str, num_classes: int = 3) -> torch.nn.Module:
+    """The trained model of ``row`` (seed 0, fold 0) in eval mode on CPU."""
+    import yaml
+
+    from detkit.engine.inference import TestOptions, load_detector
+
+    folder = ckpt_dir / f"{row}_s0_f0"
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    return load_detector(cfg, folder / "last.pth", num_classes, "cpu",
+                         TestOptions(img_size=320)).model
+
+
+def ssdlite(num_classes: int = 3, candidates: int = 100) -> torch.nn.Module:
+    """torchvision SSDlite320 (random weights) with ``candidates`` per class into its NMS."""
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    model.topk_candidates = candidates
+    return model.eval()
+
+
+def dense(num_classes: int = 3, candidates: int = 100) -> torch.nn.Module:
+    """The dense detector of ``configs/bench/dense_ssh.yaml`` (SNet49 + SSH), random weights."""
+    import dataclasses
+
+    import yaml
+
+    from detkit.engine.build import build_model_from_cfg
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "bench" / "dense_ssh.yaml"
+    model = build_model_from_cfg(yaml.safe_load(path.read_text())["model"], num_classes).eval()
+    model.postprocess_config = dataclasses.replace(model.postprocess_config,
+                                                   topk_candidates=candidates)
+    return model
+
+
+def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
+    """Eager and folded models (and the onnxruntime one) keyed by row name."""
+    from detkit.models.fuse import fold_batchnorm
+
+    eager: dict[str, torch.nn.Module] = {"SSDlite320 (peer)": ssdlite()}
+    for row in TRAINED_ROWS:
+        if (args.ckpt_dir / f"{row}_s0_f0" / "last.pth").is_file():
+            eager[row] = load_row(args.ckpt_dir, row)
+        else:
+            print(f"{row}: no checkpoint under {args.ckpt_dir}, skipped")
+    eager["dense SNet49+SSH"] = dense()
+    models = {}
+    for name, model in eager.items():
+        models[f"{name} eager"] = model
+        models[f"{name} folded"] = fold_batchnorm(model)
+    if "thundernet_full" in eager and not args.no_ort:
+        try:
+            from detkit.engine.ort_runtime import prepare_runtime
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                models["thundernet_full onnxruntime"] = prepare_runtime(
+                    eager["thundernet_full"], "onnxruntime", 320, threads=args.threads)
+        except ImportError as err:
+            print(f"onnxruntime row skipped: {err}")
+    return models
+
+
+def macs_at(model: torch.nn.Module, image: torch.Tensor) -> float:
+    """Million MACs of one eval call on ``image`` (the model's own candidates)."""
+    with torch.no_grad():
+        return count_macs(lambda: model([image]))
+
+
+def latency_table(args: argparse.Namespace) -> dict[str, Any]:
+    """Print and return the latency rows (ms) and the compute-bound estimate."""
+    images = bccd_images(args.ann_file, args.images, 320)
+    models = build_models(args)
+    fns = {name: (m, (lambda i, m=m: m([images[i % len(images)]]))) for name, m in models.items()}
+    with torch.no_grad():
+        ms = split_times(fns, args.runs)
+    rate = gemm_gflops()
+    macs = {name.rsplit(" ", 1)[0]: macs_at(m, images[0])
+            for name, m in models.items() if name.endswith(" eager")}
+    peer = ms["SSDlite320 (peer) eager"]["total"]
+    load = os.getloadavg()[0]
+    print(f"\nLatency at 320, batch 1, {args.threads} threads, median of {args.runs} calls on "
+          f"{len(images)} BCCD test images (load average {load:.2f})")
+    print(f"{'model / runtime':36s} {'total':>7s} {'network':>8s} {'post':>6s} {'x SSDlite':>9s}")
+    for name, row in ms.items():
+        print(f"{name:36s} {row['total']:7.1f} {row['network']:8.1f} {row['post']:6.1f} "
+              f"{row['total'] / peer:9.2f}")
+    print(f"\nGEMM 1024^3 float32: {rate:.1f} GFLOP/s; compute-bound limit = 2 x MACs / rate")
+    print(f"{'model':24s} {'M MACs':>8s} {'limit ms':>9s} {'MAC ratio':>10s}")
+    for name, value in macs.items():
+        print(f"{name:24s} {value:8.1f} {2.0 * value / rate:9.2f} "
+              f"{value / macs['SSDlite320 (peer)']:10.2f}")
+    return {"threads": args.threads, "runs": args.runs, "load_avg": load, "gemm_gflops": rate,
+            "latency_ms": ms, "macs_m": macs}
+
+
+def verdicts(result: dict[str, Any]) -> None:
+    """The issue's goals, met or missed, from one run's figures."""
+    ms, macs = result["latency_ms"], result["macs_m"]
+    peer = ms["SSDlite320 (peer) eager"]["total"]
+    if "thundernet_full eager" not in ms:
+        return
+    best = min(ms[k]["total"] for k in ms if k.startswith("thundernet_full"))
+    mac_ratio = macs["thundernet_full"] / macs["SSDlite320 (peer)"]
+    dense_best = min(ms[k]["total"] for k in ms if k.startswith("dense"))
+    print(f"\ngoal ThunderNet-lite <= 8 ms: best runtime {best:.1f} ms "
+          f"({'met' if best <= 8 else 'MISSED'})")
+    print(f"goal ratio to SSDlite <= MAC ratio: {best / peer:.2f}x vs {mac_ratio:.2f}x "
+          f"({'met' if best / peer <= mac_ratio else 'MISSED'})")
+    print(f"goal dense <= 1x SSDlite: {dense_best / peer:.2f}x "
+          f"({'met' if dense_best <= peer else 'MISSED'})")
+
+
+def main() -> None:
+    """Parse arguments, run, print (and optionally write JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--images", type=int, default=8, help="BCCD test images cycled")
+    parser.add_argument("--ckpt-dir", type=Path, default=CKPT_DIR)
+    parser.add_argument("--ann-file", type=Path, default=ANN_FILE)
+    parser.add_argument("--no-ort", action="store_true", help="skip the onnxruntime row")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    result = latency_table(args)
+    verdicts(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
