@@ -103,6 +103,11 @@ def feature_grid(features: Mapping[str, Tensor], path: str | Path, channels: int
             if c == 0:
                 h, w = fmap.shape[-2:]
                 ax.set_ylabel(f"{name}\n{fmap.shape[0]}x{h}x{w}", fontsize=7)
+    return _save(fig, path, title)
+
+
+def _save(fig: Figure, path: str | Path, title: str) -> Path:
+    """Title (when given), tight layout, and write ``fig`` to ``path`` (folders made)."""
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -144,10 +149,4 @@ def attention_overlay(image: np.ndarray, attention: Tensor, path: str | Path,
         ax.set_yticks([])
         ax.set_title(label, fontsize=8)
     fig.colorbar(shown, ax=ax1, fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return _save(fig, path, title)
