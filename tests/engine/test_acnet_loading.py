@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -38,8 +39,18 @@ def _checkpoint(tmp_path: Path) -> tuple[Path, dict, nn.Module]:
     return ckpt, cfg, model.eval()
 
 
-def test_loaded_acnet_checkpoint_is_folded_with_the_same_detections(tmp_path: Path) -> None:
+@pytest.fixture()
+def _one_thread():
+    # one thread for speed; the count is restored, as later tests compare runs made in this
+    # process with runs in subprocesses bit for bit
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("_one_thread")
+def test_loaded_acnet_checkpoint_is_folded_with_the_same_detections(tmp_path: Path) -> None:
     ckpt, cfg, model = _checkpoint(tmp_path)
     loaded = load_detector(cfg, ckpt, 2)
     assert count_acblocks(loaded.model) == 0

@@ -138,5 +138,5 @@ def test_device_follows_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen: list[int] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    assert du._pick_device("cuda", 1) == torch.device("cuda", 1)
+    assert du.resolve_device("cuda", 1) == torch.device("cuda", 1)
     assert chosen == [1]
