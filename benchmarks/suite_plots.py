@@ -23,7 +23,7 @@ def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # long labels stay inside the picture
     return path
 
 
@@ -171,8 +171,8 @@ def plot_claim_intervals(claims: Sequence[tuple[str, float, float, float]], path
     ax.set_xlim(-reach, reach)  # symmetric, so a loss and a gain read alike
     ax.set_yticks(y, [c[0] for c in claims])
     ax.invert_yaxis()
-    ax.set(xlabel="delta x 100 (AP points), error bar = 95% paired bootstrap interval",
-           title="claims: green holds, red contradicted, grey unresolved")
+    ax.set(xlabel="delta x 100 (AP points)\nerror bar: 95% paired bootstrap interval",
+           title="claims: green holds, red contradicted,\ngrey unresolved")
     return _save(fig, path)
 
 
