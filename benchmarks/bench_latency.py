@@ -38,10 +38,16 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency_parts import count_macs, gemm_gflops, split_times  # noqa: E402
+from latency_parts import (  # noqa: E402
+    BCCD_TEST,
+    SUITE_CHECKPOINTS,
+    count_macs,
+    gemm_gflops,
+    split_times,
+)
 
-CKPT_DIR = Path("/work/bench/work_dirs/bench/bccd/k3_2min")
-ANN_FILE = Path("/work/bench/data/bccd/test.json")
+CKPT_DIR = SUITE_CHECKPOINTS
+ANN_FILE = BCCD_TEST
 TRAINED_ROWS = ("thundernet_full", "tn_no_cem", "fasterrcnn_mbv3")
 
 

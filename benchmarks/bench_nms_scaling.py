@@ -28,6 +28,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS  # noqa: E402
+
 from detkit.ops import cluster_nms, diou_nms, nms, soft_nms  # noqa: E402
 
 COUNTS = (1000, 2000, 5000, 10000, 20000)
@@ -147,8 +149,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--bccd", action="store_true")
     parser.add_argument("--ckpt-dir", type=Path,
-                        default=Path("/work/bench/work_dirs/bench/bccd/k3_2min"))
-    parser.add_argument("--ann-file", type=Path, default=Path("/work/bench/data/bccd/test.json"))
+                        default=SUITE_CHECKPOINTS)
+    parser.add_argument("--ann-file", type=Path, default=BCCD_TEST)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = scaling(args)

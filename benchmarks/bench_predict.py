@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning
 
 import torch
 import yaml
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS
 
 SETTINGS = {  # name: (batch size, workers, runtime)
     "one at a time (peer)": (1, 0, "torch"),
@@ -55,8 +56,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ckpt-dir", type=Path,
-                        default=Path("/work/bench/work_dirs/bench/bccd/k3_2min"))
-    parser.add_argument("--ann-file", type=Path, default=Path("/work/bench/data/bccd/test.json"))
+                        default=SUITE_CHECKPOINTS)
+    parser.add_argument("--ann-file", type=Path, default=BCCD_TEST)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     files = coco_image_files(args.ann_file)[: args.images]

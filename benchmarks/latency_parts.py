@@ -12,10 +12,17 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+_REPO = Path(__file__).resolve().parents[1]
+# the benchmark suite's fold checkpoints (benchmarks/suite.py: WORK_ROOT / <data> / k3_2min)
+# and BCCD's test split as tools/convert_voc.py writes it
+SUITE_CHECKPOINTS = _REPO / "work_dirs" / "bench" / "bccd" / "k3_2min"
+BCCD_TEST = _REPO / "data" / "bccd" / "test.json"
 
 __all__ = ["gemm_gflops", "count_macs", "network_modules", "split_times", "timed_modules"]
 
