@@ -67,9 +67,9 @@ def config_from_checkpoint(ckpt: Mapping[str, Any], overrides: Iterable[str] = (
     if not isinstance(stored, Mapping) or not stored:
         raise ConfigError("the checkpoint stores no config (written by an older detkit?); "
                           "pass CONFIG explicitly")
-    from detkit.config import SCHEMA, _validate
+    from detkit.config_schema import SCHEMA, validate_mapping
 
-    own = _validate(dict(stored), SCHEMA, "in the checkpoint's config")
+    own = validate_mapping(dict(stored), SCHEMA, "in the checkpoint's config")
     cfg = apply_overrides(merge(defaults(), own), overrides)
     if not isinstance(cfg["model"].get("type"), str):
         raise ConfigError("the checkpoint's config has no model.type")

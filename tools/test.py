@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     from detkit.data.coco import CocoDetection
     from detkit.engine.build import evaluation_split
     from detkit.engine.distributed import resolve_device
+    from detkit.engine.evaluate import predict_dataset
     from detkit.engine.inference import (
         Predictor,
         keep_raw,
         load_detector,
-        predict_dataset,
         read_test_options,
     )
     from detkit.evaluation import evaluate_detections, save_results_json

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from detkit.data.sampling import ResumableBatchSampler, ShardSampler
+from detkit.data.sampling import ResumableBatchSampler
 from detkit.engine import distributed as du
 from detkit.engine.schedules import ScheduleSpec, warmup_iterations
 
@@ -182,44 +181,6 @@ def check_model_keys(model_cfg: Mapping[str, Any]) -> None:
         hint = f"; did you mean 'model.{near}'?" if near else ""
         raise ValueError(f"unknown config key 'model.{key}' for model type "
                          f"{model_cfg['type']!r}{hint}")
-
-
-def make_evaluator(dataset: Any, cfg: Mapping[str, Any], info: du.DistInfo,
-                   collate_fn: Any = None) -> Any:
-    """Return ``evaluate(model) -> metrics``: sharded inference, gathered results, COCO AP."""
-    from detkit.evaluation import (
-        all_gather_results,
-        detections_to_coco_results,
-        evaluate_detections,
-    )
-
-    if collate_fn is None:
-        from detkit.data.collate import collate_detection as collate_fn
-    sampler = ShardSampler(len(dataset), info.rank, info.world_size)
-    loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], sampler=sampler,
-                        collate_fn=collate_fn, num_workers=cfg["data"]["num_workers"])
-
-    @torch.no_grad()
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        results: list[dict[str, Any]] = []
-        for images, targets in loader:
-            outputs = model([im.to(info.device) for im in images])
-            outputs = [{k: v.cpu() for k, v in o.items()} for o in outputs]
-            results.extend(detections_to_coco_results(outputs, targets,
-                                                      dataset.label_to_cat_id))
-        results = all_gather_results(results)
-        payload: list[Any] = [None]
-        if du.is_main_process():
-            res = evaluate_detections(dataset.coco.dataset, results)
-            payload = [{k: float(v) for k, v in res.metrics.items()}]
-        if du.is_dist():
-            dist.broadcast_object_list(payload, src=0)
-        model.train(was_training)
-        return payload[0]
-
-    return evaluate
 
 
 def load_teacher(cfg: Mapping[str, Any], num_classes: int, device: torch.device) -> nn.Module:

@@ -10,8 +10,9 @@ The steps behind ``tools/test.py`` and ``tools/infer.py``:
    model, maps boxes back to original pixels (``box / img_scale``, clipped to the image) and,
    with several sizes (an image pyramid), merges all scales' detections per class with
    :func:`detkit.ops.nms.batched_nms_by_kind` (:func:`merge_detections`).
-3. :func:`predict_dataset` runs it over a COCO dataset and returns COCO results with the
-   dataset's original category ids.
+3. :func:`detkit.engine.evaluate.predict_dataset` runs it over a COCO dataset (the same
+   loop as the trainer's evaluation) and returns COCO results with the dataset's original
+   category ids.
 
 Test-time settings come from the config's ``test`` section (:func:`read_test_options`);
 every key is read with a default, so configs without that section keep working.
@@ -45,7 +46,6 @@ __all__ = [
     "load_detector",
     "merge_detections",
     "postprocess_config",
-    "predict_dataset",
     "read_test_options",
     "rescale_detections",
     "state_dict_from_checkpoint",
@@ -351,26 +351,3 @@ class Predictor:
 def keep_raw(image: np.ndarray, target: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """Dataset transform that keeps the raw uint8 image and numpy target (for a Predictor)."""
     return image, target
-
-
-def predict_dataset(predictor: Predictor, dataset: Any, batch_size: int = 8,
-                    num_workers: int = 0) -> list[dict[str, Any]]:
-    """COCO results (original category ids, original pixels) of every image of ``dataset``.
-
-    ``dataset`` is a :class:`detkit.data.coco.CocoDetection` built with
-    ``transforms=keep_raw``, so items are (uint8 image, numpy target).
-    """
-    from torch.utils.data import DataLoader
-
-    from detkit.data.collate import collate_detection
-    from detkit.evaluation import detections_to_coco_results
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_detection)
-    results: list[dict[str, Any]] = []
-    for images, targets in loader:
-        outputs = predictor.predict(images)
-        metas = [{"image_id": t["image_id"], "img_scale": 1.0, "orig_size": img.shape[:2]}
-                 for img, t in zip(images, targets, strict=True)]
-        results.extend(detections_to_coco_results(outputs, metas, dataset.label_to_cat_id))
-    return results

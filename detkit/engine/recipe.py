@@ -39,6 +39,7 @@ from detkit.engine import distributed as du
 from detkit.engine.budget import TimeBudget
 from detkit.engine.distill import DistillationLoss, ModelLoss
 from detkit.engine.ema import ModelEMA
+from detkit.engine.evaluate import make_evaluator
 from detkit.engine.hooks import Hook, default_hooks
 from detkit.engine.optim import build_optimizer
 from detkit.engine.schedules import IterationScheduler, ScheduleSpec, check_warmup, scaled_lr
@@ -156,7 +157,7 @@ class Recipe:
     # ----------------------------------------------------------------- evaluation and hooks
     def build_evaluator(self, val_set: Any | None) -> Evaluator | None:
         """``evaluate(model) -> metrics`` on ``val_set`` (None without a val split)."""
-        return glue.make_evaluator(val_set, self.cfg, self.info) if val_set is not None else None
+        return make_evaluator(val_set, self.cfg, self.info) if val_set is not None else None
 
     def build_ema(self, model: nn.Module) -> ModelEMA | None:
         """The weight average of ``train.ema`` (built after the DDP wrap), or None."""

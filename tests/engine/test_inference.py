@@ -15,6 +15,7 @@ from detkit.data.synthetic import generate_synthetic_coco
 from detkit.data.transforms import build_transforms
 from detkit.engine.build import build_model_from_cfg
 from detkit.engine.checkpoint import atomic_save
+from detkit.engine.evaluate import predict_dataset
 from detkit.engine.inference import (
     Predictor,
     TestOptions,
@@ -24,7 +25,6 @@ from detkit.engine.inference import (
     load_detector,
     merge_detections,
     postprocess_config,
-    predict_dataset,
     read_test_options,
     rescale_detections,
     state_dict_from_checkpoint,
