@@ -152,6 +152,7 @@ SCHEMA: dict[str, Any] = {
         "iou_threshold": _f("float", None, True),
         "score_threshold": _f("float", None, True),
         "max_detections": _f("int", None, True),
+        "class_agnostic_nms": _f("bool", None, True),
         "extra_area_ranges": _f("dict", {}),
         "max_dets": _f("list[int]", [1, 10, 100]),
     },

@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     for info in val["images"][: args.images]:
         shutil.copy(img_dir / info["file_name"], picks / Path(info["file_name"]).name)
     drawn = work / "drawn"
-    code = _tool("infer").main([str(ckpt), str(picks), "--out", str(drawn)])
+    # The pictures are drawn with one NMS over all classes (one box per object); the COCO
+    # metrics above keep the per-class NMS, which scores higher here (AP 0.577 against 0.546
+    # with the class-agnostic NMS on the same checkpoint: a second-class guess is sometimes
+    # the right one).
+    code = _tool("infer").main([str(ckpt), str(picks), "--out", str(drawn),
+                                "test.class_agnostic_nms=true"])
     if code:
         return code
     metrics = json.loads((test_dir / "metrics.json").read_text())
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
               f"run of this demo (deterministic; other CPUs may differ by a few thousandths)")
     print(f"  metrics:      {test_dir / 'metrics.json'}")
     print(f"  plots:        {work / 'loss.png'}, {work / 'ap.png'}, {test_dir}/*.png")
-    print(f"  detections:   {drawn}/ (pictures and one JSON per image)")
+    print(f"  detections:   {drawn}/ (pictures and one JSON per image; class-agnostic NMS)")
     print(f"  checkpoint:   {ckpt}")
     return 0
 

@@ -63,8 +63,8 @@ class TestOptions:
         ann_file / img_dir: evaluation split; None means ``data.val``.
         img_size: square letterbox size of single-scale testing (pixels).
         scales: image-pyramid sizes; empty = single scale at ``img_size``.
-        nms / iou_threshold / score_threshold / max_detections: post-processing overrides
-            (None keeps the model's own setting).
+        nms / iou_threshold / score_threshold / max_detections / class_agnostic_nms:
+            post-processing overrides (None keeps the model's own setting).
         extra_area_ranges: extra COCO area buckets {name: (min, max)} in pixels^2.
         max_dets: the three COCO detection limits.
     """
@@ -79,6 +79,7 @@ class TestOptions:
     iou_threshold: float | None = None
     score_threshold: float | None = None
     max_detections: int | None = None
+    class_agnostic_nms: bool | None = None
     extra_area_ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     max_dets: tuple[int, ...] = (1, 10, 100)
 
@@ -119,7 +120,8 @@ def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
         iou_threshold=None if test.get("iou_threshold") is None else float(test["iou_threshold"]),
         score_threshold=(None if test.get("score_threshold") is None
                          else float(test["score_threshold"])),
-        max_detections=None if max_det is None else int(max_det), extra_area_ranges=areas,
+        max_detections=None if max_det is None else int(max_det),
+        class_agnostic_nms=test["class_agnostic_nms"], extra_area_ranges=areas,
         max_dets=tuple(int(m) for m in max_dets))
 
 
@@ -134,7 +136,8 @@ def postprocess_config(model: nn.Module) -> PostprocessConfig:
 
 def with_postprocess(model: nn.Module, nms: str | None = None,
                      iou_threshold: float | None = None, score_threshold: float | None = None,
-                     max_detections: int | None = None) -> nn.Module:
+                     max_detections: int | None = None,
+                     class_agnostic_nms: bool | None = None) -> nn.Module:
     """A deep copy of ``model`` whose final post-processing uses the given settings.
 
     None keeps the model's own value. ``model`` itself is not modified. Works for every
@@ -144,7 +147,8 @@ def with_postprocess(model: nn.Module, nms: str | None = None,
 
     changes = {k: v for k, v in (("nms", nms), ("nms_threshold", iou_threshold),
                                  ("score_threshold", score_threshold),
-                                 ("max_detections", max_detections)) if v is not None}
+                                 ("max_detections", max_detections),
+                                 ("class_agnostic_nms", class_agnostic_nms)) if v is not None}
     out = copy.deepcopy(model)
     if changes:
         replace_postprocess(out, **changes)
@@ -237,7 +241,7 @@ def load_detector(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str, 
     fold_acnet(model.eval())  # model.acnet: evaluate, export and predict the folded network
     opts = options or TestOptions()
     model = with_postprocess(model, opts.nms, opts.iou_threshold, opts.score_threshold,
-                             opts.max_detections)
+                             opts.max_detections, opts.class_agnostic_nms)
     dev = torch.device(device)
     return LoadedDetector(model.to(dev).eval(), source, num_classes, dev)
 

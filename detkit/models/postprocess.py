@@ -7,7 +7,8 @@ The steps, per image (torchvision RetinaNet's order):
 2. clip the candidate boxes to the image (``(h, w)``: x to [0, w], y to [0, h]);
    candidates with a NaN / inf box or score (a model gone non-finite) are
    dropped here with a ``NonFiniteOutputWarning``, for every NMS kind and callable;
-3. per-class NMS of the chosen kind through
+3. per-class NMS (or, with ``class_agnostic_nms``, one NMS over all classes, so that an
+   object keeps one box of one class) of the chosen kind through
    :func:`detkit.ops.nms.batched_nms_by_kind` ("nms" | "diou_nms" |
    "soft_nms" | "cluster_nms"), or a callable
    ``(boxes, scores, labels, iou_threshold) -> (keep, kept_scores)``;
@@ -75,6 +76,8 @@ class PostprocessConfig:
         nms_threshold: the IoU (or DIoU) threshold of the NMS (0.5).
         max_detections: detections kept per image after NMS (100).
         nms_kwargs: extra arguments of ``batched_nms_by_kind`` (``beta``, ``sigma`` ...).
+        class_agnostic_nms: suppress overlapping boxes whatever their classes (False: only
+            boxes of the same class suppress each other).
     """
 
     score_threshold: float = 0.05
@@ -83,6 +86,7 @@ class PostprocessConfig:
     nms_threshold: float = 0.5
     max_detections: int = 100
     nms_kwargs: Mapping[str, float | str] = field(default_factory=dict)
+    class_agnostic_nms: bool = False
 
     def __post_init__(self) -> None:
         """Validate the settings; ``nms_kwargs`` is copied into a plain dict."""
@@ -123,14 +127,16 @@ def select_topk(scores: Tensor, score_threshold: float, topk: int) -> tuple[Tens
 def run_nms(
     boxes: Tensor, scores: Tensor, labels: Tensor, config: PostprocessConfig
 ) -> tuple[Tensor, Tensor]:
-    """Per-class NMS of ``config.nms`` -> (kept indices, kept scores) by decreasing score."""
+    """Per-class (or, with ``config.class_agnostic_nms``, all-class) NMS of ``config.nms``
+    -> (kept indices, kept scores) by decreasing score."""
+    groups = torch.zeros_like(labels) if config.class_agnostic_nms else labels
     if callable(config.nms):
-        keep, kept = config.nms(boxes, scores, labels, config.nms_threshold)
+        keep, kept = config.nms(boxes, scores, groups, config.nms_threshold)
     else:
         keep, kept = batched_nms_by_kind(
             boxes,
             scores,
-            labels,
+            groups,
             kind=config.nms,
             iou_threshold=config.nms_threshold,
             **dict(config.nms_kwargs),

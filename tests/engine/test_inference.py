@@ -121,6 +121,19 @@ def test_with_postprocess_copies_and_sets_both_detectors() -> None:
         with_postprocess(torch.nn.Linear(2, 2), nms="nms")
 
 
+def test_class_agnostic_nms_from_the_model_section_and_the_test_section() -> None:
+    dense = build_model({**TINY_DENSE, "num_classes": 3, "class_agnostic_nms": True})
+    assert postprocess_config(dense).class_agnostic_nms is True
+    thunder = build_model({"type": "thundernet_lite", "num_classes": 3})
+    assert postprocess_config(thunder).class_agnostic_nms is False
+    opts = read_test_options(_cfg(test={"class_agnostic_nms": True}))
+    assert opts.class_agnostic_nms is True
+    assert read_test_options(_cfg()).class_agnostic_nms is None  # None: the model's own
+    changed = with_postprocess(thunder, class_agnostic_nms=opts.class_agnostic_nms)
+    assert changed.rcnn.postprocess.class_agnostic_nms is True
+    assert changed.rcnn.postprocess.nms == "diou_nms"  # the rest is kept
+
+
 def test_checkpoint_prefers_ema_weights(tmp_path: Path) -> None:
     cfg = _cfg()
     torch.manual_seed(0)

@@ -142,6 +142,31 @@ def test_nms_kind_changes_overlapping_detections(kind, kwargs, expected_scores):
     assert out["labels"].tolist() == [1] * len(expected_scores)
 
 
+@pytest.mark.parametrize("kind", ["nms", "diou_nms", "soft_nms", "cluster_nms"])
+def test_class_agnostic_nms_keeps_one_box_per_object(kind):
+    # Boxes (0,0,10,10) and (1,0,11,10): intersection 9*10 = 90, union 100 + 100 - 90 = 110,
+    # IoU 0.818 (DIoU: centres 1 px apart in an 11 x 10 enclosing box, 0.818 - 1/221 = 0.814).
+    # Class 1 at 0.9 and class 2 at 0.8: per-class NMS keeps both (different classes);
+    # class-agnostic NMS keeps only the 0.9 box. Soft-NMS (linear) decays the 0.8 to
+    # 0.8 * (1 - 0.818) = 0.145, which stays above the 0.05 score floor, so it keeps two
+    # boxes but the second at 0.145.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10]])
+    scores = torch.tensor([[0.9, 0.0], [0.0, 0.8]])
+    per_class = postprocess_image([scores], [boxes], (20, 20), PostprocessConfig(nms=kind))
+    assert per_class["scores"].tolist() == pytest.approx([0.9, 0.8])
+    assert per_class["labels"].tolist() == [1, 2]
+    cfg = PostprocessConfig(nms=kind, class_agnostic_nms=True,
+                            nms_kwargs={"method": "linear"} if kind == "soft_nms" else {})
+    agnostic = postprocess_image([scores], [boxes], (20, 20), cfg)
+    if kind == "soft_nms":
+        assert agnostic["scores"].tolist() == pytest.approx([0.9, 0.8 * (1 - 90 / 110)],
+                                                            rel=1e-5)
+    else:
+        assert agnostic["scores"].tolist() == pytest.approx([0.9])
+        assert agnostic["labels"].tolist() == [1]
+        assert agnostic["boxes"].tolist() == [[0.0, 0.0, 10.0, 10.0]]
+
+
 def test_callable_nms_gets_the_candidates_and_its_choice_is_kept():
     # a callable NMS receives the clipped candidate boxes, their scores, labels and the
     # configured threshold; what it keeps (with its scores) is the output, best first

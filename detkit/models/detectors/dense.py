@@ -229,6 +229,7 @@ def dense_detector(
     topk_candidates: int = 1000,
     max_detections: int = 100,
     nms_kwargs: Mapping[str, float | str] | None = None,
+    class_agnostic_nms: bool = False,
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
     backbone_kwargs: Mapping[str, object] | None = None,
@@ -243,7 +244,8 @@ def dense_detector(
     optional per-level ``anchor_sizes`` / ``aspect_ratios``, FaceBoxes densification with
     ``densify`` (auto densities) or explicit ``anchor_densities``. Matching: IoU thresholds,
     low-quality matches, crowd IoF threshold, S3FD ``scale_compensation``. The remaining
-    arguments configure the head, losses and post-processing (see :class:`DenseDetector`).
+    arguments configure the head, losses and post-processing (see :class:`DenseDetector`;
+    ``class_agnostic_nms``: one NMS over all classes, see :class:`PostprocessConfig`).
     ``acnet`` trains an SNet backbone's and the head towers' k x k convolutions as ACNet
     blocks (:mod:`detkit.models.acnet`); a loaded checkpoint is folded back.
     """
@@ -278,7 +280,7 @@ def dense_detector(
         stage1_threshold=stage1_threshold,
     )
     post = PostprocessConfig(score_threshold, topk_candidates, nms, nms_threshold,
-                             max_detections, nms_kwargs or {})
+                             max_detections, nms_kwargs or {}, bool(class_agnostic_nms))
     model = DenseDetector(
         backbone,
         neck_module,

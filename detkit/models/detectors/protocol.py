@@ -82,6 +82,9 @@ class TorchvisionAdapter:
         if config.nms != "nms":
             raise ValueError(f"torchvision detectors apply plain NMS; test.nms={config.nms!r} "
                              "is not available for them")
+        if config.class_agnostic_nms:
+            raise ValueError("torchvision detectors apply per-class NMS; class_agnostic_nms is "
+                             "not available for them")
         o = self.owner
         o.score_thresh, o.nms_thresh = config.score_threshold, config.nms_threshold
         o.detections_per_img = config.max_detections

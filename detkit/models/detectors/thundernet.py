@@ -202,6 +202,7 @@ def thundernet_lite(
     nms_threshold: float = 0.5,
     max_detections: int = 100,
     nms_kwargs: Mapping[str, float | str] | None = None,
+    class_agnostic_nms: bool = False,
     backbone_weights: str | None = None,
     feature_channels: int = 245,
     channels_last: bool = True,
@@ -236,6 +237,7 @@ def thundernet_lite(
         rpn_nms_threshold: proposal NMS IoU (0.7).
         rcnn_batch_size_per_image / rcnn_positive_fraction: RoI sampling (256 / 0.25).
         score_threshold / nms_threshold / max_detections / nms_kwargs: final post-processing.
+        class_agnostic_nms: one final NMS over all classes (default: per class).
         backbone_weights: optional local state-dict file of the backbone.
         feature_channels: channels of the CEM / SAM map (245 = 5 x 7 x 7).
         channels_last: run the backbone on a channels-last batch (faster on CPU).
@@ -273,7 +275,7 @@ def thundernet_lite(
         box_loss_weight=rpn_box_loss_weight,
     )
     postprocess = PostprocessConfig(score_threshold, 1000, nms, nms_threshold, max_detections,
-                                    nms_kwargs or {})
+                                    nms_kwargs or {}, bool(class_agnostic_nms))
     rcnn = RCNNStage(
         RCNNHead(num_classes, feature_channels, class_agnostic=class_agnostic),
         batch_size_per_image=rcnn_batch_size_per_image,
