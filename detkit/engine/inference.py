@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from detkit.evaluation.coco import check_eval_options
 from detkit.models.postprocess import PostprocessConfig
-from detkit.models.snip import keep_in_valid_range
+from detkit.models.snip import keep_in_valid_range, valid_range_of
 from detkit.ops.boxes import clip_boxes_to_image
 from detkit.ops.nms import batched_nms_by_kind
 
@@ -318,7 +318,8 @@ class Predictor:
             raise ValueError("Predictor needs at least one input size")
         if valid_ranges and len(valid_ranges) != len(sizes):
             raise ValueError(f"{len(valid_ranges)} valid ranges for {len(sizes)} sizes")
-        self.valid_ranges = list(valid_ranges) if valid_ranges else [None] * len(sizes)
+        self.valid_ranges = ([valid_range_of(r) for r in valid_ranges] if valid_ranges
+                             else [None] * len(sizes))
         self.model = model
         self.sizes = tuple(int(s) for s in sizes)
         self.device = torch.device(device)

@@ -125,6 +125,8 @@ def test_pyramid_keeps_each_scale_in_range_before_the_merge() -> None:
         [[0.0, 0, 20, 20], [0, 0, 5, 5], [40, 40, 100, 100], [10, 10, 30, 30]]))
     with pytest.raises(ValueError, match="1 valid ranges for 2 sizes"):
         Predictor(_Fixed(), [50, 200], "nms", valid_ranges=[(0, 20)])
+    with pytest.raises(ValueError, match="needs 0 <= min < max"):
+        Predictor(_Fixed(), [50, 200], "nms", valid_ranges=[(0, 20), (30, 30)])
 
 
 def test_read_test_options_reads_and_checks_valid_ranges() -> None:
