@@ -6,7 +6,8 @@ values are refused with a ``config error:`` naming the key and the valid range, 
 work starts. Every entry is ``key: (low, high, low_open, high_open)``: the value must lie
 in ``[low, high]``, with ``(`` / ``)`` ends where ``low_open`` / ``high_open`` is true
 (``None``: unbounded). Lists (``optim.betas``, ``data.multiscale.sizes``) are checked item
-by item.
+by item. SNIP's ``data.multiscale.valid_ranges`` and ``test.valid_ranges`` are checked by
+:func:`valid_range_problems`: one ``[min, max]`` with ``0 <= min < max`` per size.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RANGES", "check_ranges", "format_range"]
+__all__ = ["RANGES", "check_ranges", "format_range", "valid_range_problems"]
 
 Bound = tuple[float | None, float | None, bool, bool]
 
@@ -104,10 +105,53 @@ def _lookup(cfg: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+# SNIP valid ranges: (key, the sizes they belong to, the switch they need)
+_VALID_RANGE_KEYS = (
+    ("data.multiscale.valid_ranges", "data.multiscale.sizes", "data.multiscale.enabled"),
+    ("test.valid_ranges", "test.scales", None),
+)
+
+
+def valid_range_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Problems of the SNIP valid ranges of ``cfg`` (a resolved config or a part of one):
+    one ``[min, max]`` with ``0 <= min < max`` (``max`` may be ``.inf``) per size, distinct
+    sizes, multi-scale training switched on, and a detkit detector (torchvision models do
+    not read the ranges). Empty when the ranges are unset or valid."""
+    from detkit.models.snip import valid_range_of
+
+    problems = []
+    for key, sizes_key, switch in _VALID_RANGE_KEYS:
+        ranges = _lookup(cfg, key)
+        if not ranges:
+            continue
+        sizes = _lookup(cfg, sizes_key) or []
+        if len(ranges) != len(sizes):
+            problems.append(f"config key '{key}' needs one [min, max] per entry of "
+                            f"'{sizes_key}' ({len(sizes)} sizes {list(sizes)}), got "
+                            f"{len(ranges)}")
+        elif len(set(sizes)) != len(sizes):
+            problems.append(f"config key '{key}' needs distinct '{sizes_key}', got "
+                            f"{list(sizes)}")
+        for i, item in enumerate(ranges):
+            try:
+                valid_range_of(item)
+            except ValueError as err:
+                problems.append(f"config key '{key}[{i}]': {err} (sizes in pixels; use .inf "
+                                f"for no upper limit)")
+        if switch is not None and _lookup(cfg, switch) is False:
+            problems.append(f"config key '{key}' needs '{switch}: true' (the ranges belong "
+                            f"to the multi-scale sizes)")
+        if switch is not None and _lookup(cfg, "model.type") == "torchvision":
+            problems.append(f"config key '{key}' is read by detkit's detectors only; "
+                            f"model.type torchvision would train on every box")
+    return problems
+
+
 def check_ranges(cfg: Mapping[str, Any]) -> list[str]:
     """Problems of a resolved config, one ``config key 'k' must be in [a, b], got v`` line
-    each (empty when every value is in range). ``None`` values (optional keys) pass."""
-    problems = []
+    each (empty when every value is in range). ``None`` values (optional keys) pass. Also
+    the SNIP valid ranges (:func:`valid_range_problems`)."""
+    problems = valid_range_problems(cfg)
     for key, bound in RANGES.items():
         value = _lookup(cfg, key)
         values = value if isinstance(value, list | tuple) else [value]

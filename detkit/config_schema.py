@@ -29,7 +29,7 @@ class Field:
     """One typed config leaf.
 
     ``kind`` is one of "int", "float", "bool", "str", "list[int]", "list[float]", "list[str]",
-    "list[dict]", "dict" (an open mapping). ``optional`` allows ``None``;
+    "list[dict]", "list[list[float]]", "dict" (an open mapping). ``optional`` allows ``None``;
     ``choices`` restricts strings.
     """
 
@@ -76,8 +76,9 @@ SCHEMA: dict[str, Any] = {
         # albumentations entries {type: Name, ...}, plus detkit's DetectionAutoAugment (the
         # learned policy v0 of Zoph et al., detkit.data.autoaugment)
         "transforms": _f("list[dict]", []),
+        # valid_ranges: SNIP's [min, max) object sizes per size (detkit.models.snip); [] = off
         "multiscale": {"enabled": _f("bool", False), "sizes": _f("list[int]", []),
-                       "every": _f("int", 1)},
+                       "every": _f("int", 1), "valid_ranges": _f("list[list[float]]", [])},
         "mixup": {"enabled": _f("bool", False), "prob": _f("float", 0.5),
                   "alpha": _f("float", 1.5)},
         "mosaic": {"enabled": _f("bool", False), "prob": _f("float", 0.5),
@@ -148,6 +149,8 @@ SCHEMA: dict[str, Any] = {
         "img_dir": _f("str", None, True),
         "img_size": _f("int", None, True),
         "scales": _f("list[int]", []),
+        # SNIP: [min, max) detection sizes kept per entry of scales before the merge; [] = all
+        "valid_ranges": _f("list[list[float]]", []),
         "nms": _f("str", None, True, choices=("nms", "diou_nms", "soft_nms", "cluster_nms")),
         "iou_threshold": _f("float", None, True),
         "score_threshold": _f("float", None, True),

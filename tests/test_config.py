@@ -168,3 +168,50 @@ def test_out_of_range_values_rejected(tmp_path: Path, override: str, message: st
     with pytest.raises(ConfigError) as err:
         load_config(path, [override])
     assert message in str(err.value)
+
+
+def test_snip_valid_ranges_load_with_an_open_upper_end(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.yaml", "model: {type: thundernet_lite}\ndata:\n  multiscale:\n"
+                  "    enabled: true\n    sizes: [256, 320]\n"
+                  "    valid_ranges: [[0, 64], [32, .inf]]\n"
+                  "test:\n  scales: [256, 320]\n  valid_ranges: [[0, 64], [32, .inf]]\n")
+    cfg = load_config(path)
+    assert cfg["data"]["multiscale"]["valid_ranges"] == [[0.0, 64.0], [32.0, float("inf")]]
+    assert cfg["test"]["valid_ranges"] == [[0.0, 64.0], [32.0, float("inf")]]
+    assert defaults()["data"]["multiscale"]["valid_ranges"] == []  # off by default
+    dump_config(cfg, tmp_path / "resolved.yaml")  # .inf survives the round trip
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+    with pytest.raises(ConfigError, match=r"'test.valid_ranges\[0\]\[1\]' expects float"):
+        load_config(path, ["test.valid_ranges=[[0, big], [32, 64]]"])
+
+
+_SNIP_ON = ["data.multiscale.enabled=true", "data.multiscale.sizes=[256,320]"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (_SNIP_ON + ["data.multiscale.valid_ranges=[[0,64]]"],
+     "'data.multiscale.valid_ranges' needs one [min, max] per entry of 'data.multiscale.sizes' "
+     "(2 sizes [256, 320]), got 1"),
+    (_SNIP_ON + ["data.multiscale.valid_ranges=[[0,64],[64,32]]"],
+     "'data.multiscale.valid_ranges[1]': a valid range [min, max] needs 0 <= min < max, "
+     "got [64.0, 32.0]"),
+    (_SNIP_ON + ["data.multiscale.valid_ranges=[[-8,64],[32,64]]"],
+     "'data.multiscale.valid_ranges[0]': a valid range [min, max] needs 0 <= min < max"),
+    (_SNIP_ON + ["data.multiscale.valid_ranges=[[0,64,128],[32,64]]"],
+     "'data.multiscale.valid_ranges[0]': a valid range must be [min, max], got [0.0, 64.0, 128.0]"),
+    (["data.multiscale.sizes=[256,320]", "data.multiscale.valid_ranges=[[0,64],[32,.inf]]"],
+     "'data.multiscale.valid_ranges' needs 'data.multiscale.enabled: true'"),
+    (["data.multiscale.enabled=true", "data.multiscale.sizes=[320,320]",
+      "data.multiscale.valid_ranges=[[0,64],[32,.inf]]"],
+     "'data.multiscale.valid_ranges' needs distinct 'data.multiscale.sizes', got [320, 320]"),
+    (["test.valid_ranges=[[0,64]]"],
+     "'test.valid_ranges' needs one [min, max] per entry of 'test.scales' (0 sizes [])"),
+    (_SNIP_ON + ["data.multiscale.valid_ranges=[[0,64],[32,.inf]]", "model.type=torchvision"],
+     "'data.multiscale.valid_ranges' is read by detkit's detectors only"),
+])
+def test_snip_valid_range_errors_name_the_key(tmp_path: Path, overrides: list[str],
+                                               message: str) -> None:
+    path = _write(tmp_path / "c.yaml", "model: {type: dense_detector}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    assert message in str(err.value)

@@ -10,6 +10,11 @@ Images: list of float ``Tensor[3, H, W]``; each is resized so its longest side e
 drawn size, keeping the aspect ratio (the letterboxed square batches of detkit stay square).
 Boxes and ignore boxes are multiplied by (new_w / W, new_h / H), ``area`` by their product
 and ``img_scale`` by the same factor, so original boxes = boxes / img_scale still holds.
+
+SNIP (Singh & Davis, CVPR 2018; :mod:`detkit.models.snip`): given ``valid_ranges``, one
+``(low, high)`` per size, the resizer also writes the drawn size's range into every target as
+``valid_range``; the detectors then train only on the boxes whose ``sqrt(w * h)`` in the resized
+image lies in ``[low, high)`` and ignore the anchors around the others.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from detkit.models.snip import ValidRange, valid_range_of
 
 
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
@@ -99,13 +106,23 @@ class MultiScaleResizer:
 
     ``resizer(images, targets) -> (images, targets)``; ``state_dict`` / ``load_state_dict``
     restore the generator and the batch counter, so a resumed run draws the same sizes.
+    ``valid_ranges``: SNIP's ``[low, high)`` object sizes per entry of ``sizes`` (pixels of the
+    resized image, see the module docstring); None trains on every box at every size.
     """
 
-    def __init__(self, sizes: Sequence[int], seed: int = 0, every: int = 1) -> None:
+    def __init__(self, sizes: Sequence[int], seed: int = 0, every: int = 1,
+                 valid_ranges: Sequence[Sequence[float]] | None = None) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.sizes = _check_sizes(sizes)
         self.every = every
+        self.valid_ranges: dict[int, ValidRange] | None = None
+        if valid_ranges is not None:
+            if len(valid_ranges) != len(self.sizes) or len(set(self.sizes)) != len(self.sizes):
+                raise ValueError(f"valid_ranges needs one [min, max] per size of distinct "
+                                 f"sizes {self.sizes}, got {list(valid_ranges)!r}")
+            self.valid_ranges = {size: valid_range_of(r)
+                                 for size, r in zip(self.sizes, valid_ranges, strict=True)}
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
         self.calls = 0
@@ -118,7 +135,11 @@ class MultiScaleResizer:
         if self.calls % self.every == 0:
             self.size = choose_size(self.sizes, self.generator)
         self.calls += 1
-        return resize_batch(images, targets, self.size)
+        images, targets = resize_batch(images, targets, self.size)
+        if self.valid_ranges is not None:
+            valid_range = self.valid_ranges[self.size]
+            targets = [{**t, "valid_range": valid_range} for t in targets]
+        return images, targets
 
     def state_dict(self) -> dict[str, Any]:
         """Generator state, batch counter and current size."""

@@ -9,7 +9,9 @@ The steps behind ``tools/test.py`` and ``tools/infer.py``:
    (the same :func:`detkit.data.transforms.letterbox` as evaluation during training), runs the
    model, maps boxes back to original pixels (``box / img_scale``, clipped to the image) and,
    with several sizes (an image pyramid), merges all scales' detections per class with
-   :func:`detkit.ops.nms.batched_nms_by_kind` (:func:`merge_detections`).
+   :func:`detkit.ops.nms.batched_nms_by_kind` (:func:`merge_detections`); with SNIP's
+   ``test.valid_ranges`` each scale first keeps only the detections whose size lies in its
+   range (:func:`detkit.models.snip.keep_in_valid_range`).
 3. :func:`detkit.engine.evaluate.predict_dataset` runs it over a COCO dataset (the same
    loop as the trainer's evaluation) and returns COCO results with the dataset's original
    category ids.
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 
 from detkit.evaluation.coco import check_eval_options
 from detkit.models.postprocess import PostprocessConfig
+from detkit.models.snip import keep_in_valid_range, valid_range_of
 from detkit.ops.boxes import clip_boxes_to_image
 from detkit.ops.nms import batched_nms_by_kind
 
@@ -63,6 +66,8 @@ class TestOptions:
         ann_file / img_dir: evaluation split; None means ``data.val``.
         img_size: square letterbox size of single-scale testing (pixels).
         scales: image-pyramid sizes; empty = single scale at ``img_size``.
+        valid_ranges: SNIP's ``(min, max)`` detection size per entry of ``scales``; empty =
+            keep every detection.
         nms / iou_threshold / score_threshold / max_detections / class_agnostic_nms:
             post-processing overrides (None keeps the model's own setting).
         extra_area_ranges: extra COCO area buckets {name: (min, max)} in pixels^2.
@@ -75,6 +80,7 @@ class TestOptions:
     img_dir: str | None = None
     img_size: int = 512
     scales: tuple[int, ...] = ()
+    valid_ranges: tuple[tuple[float, float], ...] = ()
     nms: str | None = None
     iou_threshold: float | None = None
     score_threshold: float | None = None
@@ -116,7 +122,8 @@ def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
         raise ValueError(f"test.max_dets / test.extra_area_ranges: {err}") from None
     return TestOptions(
         ann_file=test.get("ann_file"), img_dir=test.get("img_dir"), img_size=int(size),
-        scales=scales, nms=nms,
+        scales=scales, nms=nms, valid_ranges=tuple(
+            (float(lo), float(hi)) for lo, hi in test.get("valid_ranges") or ()),
         iou_threshold=None if test.get("iou_threshold") is None else float(test["iou_threshold"]),
         score_threshold=(None if test.get("score_threshold") is None
                          else float(test["score_threshold"])),
@@ -302,14 +309,21 @@ class Predictor:
         merge_nms / merge_iou / max_detections / nms_kwargs: the merge's NMS; default to the
             model's own :class:`PostprocessConfig`.
         device: where the model runs.
+        valid_ranges: SNIP's ``(min, max)`` per size: a size keeps the detections with
+            ``min <= sqrt(w * h) < max`` in its input pixels; None keeps all.
     """
 
     def __init__(self, model: nn.Module, sizes: Sequence[int], merge_nms: str | None = None,
                  merge_iou: float | None = None, max_detections: int | None = None,
                  nms_kwargs: Mapping[str, float | str] | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu",
+                 valid_ranges: Sequence[Sequence[float]] | None = None) -> None:
         if not sizes:
             raise ValueError("Predictor needs at least one input size")
+        if valid_ranges and len(valid_ranges) != len(sizes):
+            raise ValueError(f"{len(valid_ranges)} valid ranges for {len(sizes)} sizes")
+        self.valid_ranges = ([valid_range_of(r) for r in valid_ranges] if valid_ranges
+                             else [None] * len(sizes))
         self.model = model
         self.sizes = tuple(int(s) for s in sizes)
         self.device = torch.device(device)
@@ -334,17 +348,19 @@ class Predictor:
     def from_options(cls, loaded: LoadedDetector, options: TestOptions) -> Predictor:
         """A predictor with the sizes and merge settings of ``options``."""
         return cls(loaded.model, options.sizes, options.nms, options.iou_threshold,
-                   options.max_detections, device=loaded.device)
+                   options.max_detections, device=loaded.device,
+                   valid_ranges=options.valid_ranges or None)
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:
         """Per image ``dict(boxes [D, 4] xyxy original pixels, scores [D], labels [D])`` (CPU)."""
         per_image: list[list[dict[str, Tensor]]] = [[] for _ in images]
-        for size in self.sizes:
+        for size, valid_range in zip(self.sizes, self.valid_ranges, strict=True):
             batch = [letterbox_image(img, size) for img in images]
             outputs = self.model([t.to(self.device) for t, _ in batch])
             for i, (out, (_, scale)) in enumerate(zip(outputs, batch, strict=True)):
-                det = {k: out[k].detach().cpu() for k in DETECTION_KEYS}
+                det = keep_in_valid_range({k: out[k].detach().cpu() for k in DETECTION_KEYS},
+                                          valid_range)
                 per_image[i].append(rescale_detections(det, scale, images[i].shape[:2]))
         if len(self.sizes) == 1:
             return [dets[0] for dets in per_image]

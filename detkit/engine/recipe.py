@@ -172,13 +172,15 @@ class Recipe:
                              tc["early_stop"]["metric"])
 
     def build_batch_transform(self) -> Any:
-        """The multi-scale resizer of ``data.multiscale`` (applied per batch), or None."""
+        """The multi-scale resizer of ``data.multiscale`` (applied per batch), or None; with
+        SNIP's ``valid_ranges`` when the config sets them."""
         ms = self.cfg["data"]["multiscale"]
         if not ms["enabled"]:
             return None
         from detkit.data.multiscale import MultiScaleResizer
 
-        return MultiScaleResizer(ms["sizes"], seed=self.cfg["seed"], every=ms["every"])
+        return MultiScaleResizer(ms["sizes"], seed=self.cfg["seed"], every=ms["every"],
+                                 valid_ranges=ms.get("valid_ranges") or None)
 
     # ----------------------------------------------------------------- assembly
     def build_trainer(self, model: nn.Module | None = None,

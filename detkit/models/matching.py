@@ -19,6 +19,14 @@ applied in this order (boxes xyxy):
 4. Crowd / difficult regions: a non-positive anchor whose intersection with an
    ``ignore_boxes`` box covers ``>= ignore_threshold`` of the anchor's own area
    (IoF, intersection over foreground) is ignored rather than negative.
+5. SNIP invalid ground truth (Singh & Davis, CVPR 2018; :mod:`detkit.models.snip`): boxes
+   outside the training scale's valid range are passed as ``invalid_boxes``, not as ground
+   truth, so no anchor is positive for them; a non-positive anchor whose IoU with an
+   invalid box is ``>= low`` (the IoU from which it would not be a negative of a valid box:
+   0.3 in the RPN, as in the paper, 0.5 for R-CNN RoIs, 0.4 in the dense head) is ignored
+   rather than negative. IoU, not the IoF of rule 4: an invalid box may be far smaller or
+   larger than the anchors, and IoF would ignore every small anchor inside a large object
+   while leaving the anchors around a small one as negatives.
 """
 
 from __future__ import annotations
@@ -59,8 +67,9 @@ class Matcher:
         stage1_threshold: the lowered positive threshold of stage 1 (S3FD: 0.35).
         stage2_min_iou: IoU an anchor needs to be taken in stage 2 (S3FD: 0.1).
 
-    ``matcher(anchors [A, 4], gt_boxes [G, 4], ignore_boxes [M, 4] | None) -> Tensor[A]``
-    int64 with the gt index, -1 (negative) or -2 (ignore).
+    ``matcher(anchors [A, 4], gt_boxes [G, 4], ignore_boxes [M, 4] | None,
+    invalid_boxes [V, 4] | None) -> Tensor[A]`` int64 with the gt index, -1 (negative) or
+    -2 (ignore).
     """
 
     def __init__(
@@ -87,9 +96,13 @@ class Matcher:
         self.stage2_min_iou = float(stage2_min_iou)
 
     def __call__(
-        self, anchors: Tensor, gt_boxes: Tensor, ignore_boxes: Tensor | None = None
+        self,
+        anchors: Tensor,
+        gt_boxes: Tensor,
+        ignore_boxes: Tensor | None = None,
+        invalid_boxes: Tensor | None = None,
     ) -> Tensor:
-        """Match ``anchors`` to ``gt_boxes``; see the class docstring."""
+        """Match ``anchors`` to ``gt_boxes`` (xyxy); see the class docstring."""
         num_anchors = anchors.shape[0]
         matched = torch.full((num_anchors,), NEGATIVE, dtype=torch.int64, device=anchors.device)
         if gt_boxes.numel() > 0:
@@ -98,6 +111,10 @@ class Matcher:
             iof = intersection_over_anchor(anchors, ignore_boxes.to(anchors.dtype))
             crowd = iof.max(dim=1).values >= self.ignore_threshold
             matched = torch.where(crowd & (matched < 0), torch.full_like(matched, IGNORE), matched)
+        if invalid_boxes is not None and invalid_boxes.numel() > 0:
+            iou = box_iou(invalid_boxes.to(anchors.dtype).reshape(-1, 4), anchors)  # [V, A]
+            near = iou.max(dim=0).values >= self.low
+            matched = torch.where(near & (matched < 0), torch.full_like(matched, IGNORE), matched)
         return matched
 
     def _match(self, anchors: Tensor, gt_boxes: Tensor) -> Tensor:

@@ -13,7 +13,12 @@ loss is computed. Its policy:
   custom dataset or augmentation may produce) are dropped with one
   :class:`DegenerateBoxWarning` per batch. Such a box has IoU 0 with every anchor and
   proposal, so no matcher can assign it: dropping it leaves the dense detector's losses
-  exactly as they were, and keeps a two-stage head from pooling an empty region.
+  exactly as they were, and keeps a two-stage head from pooling an empty region;
+* SNIP (:mod:`detkit.models.snip`): a target with a ``valid_range`` entry ``(low, high)``
+  (written by the multi-scale resizer) keeps as ground truth only the boxes whose size
+  ``sqrt(w * h)`` lies in ``[low, high)``; the others leave every per-box entry and are
+  appended to ``invalid_boxes`` ``Tensor[M, 4]``, which the matchers ignore anchors around.
+  The step is idempotent, so validating twice changes nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["PER_BOX_KEYS", "DegenerateBoxWarning", "validate_targets"]
+from detkit.models.snip import in_valid_range
+
+__all__ = ["PER_BOX_KEYS", "DegenerateBoxWarning", "select_boxes", "validate_targets"]
 
 # entries of a target indexed like ``boxes`` (row i describes box i)
 PER_BOX_KEYS = ("boxes", "labels", "weights", "area", "iscrowd", "masks")
@@ -50,27 +58,50 @@ def _check_one(i: int, target: Mapping[str, Any], num_classes: int) -> Tensor:
     return (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
 
 
+def select_boxes(target: Mapping[str, Any], keep: Tensor) -> dict[str, Any]:
+    """A copy of ``target`` whose per-box entries (:data:`PER_BOX_KEYS`) keep the rows where
+    ``keep`` (``Tensor[N]`` bool) is True; per-image entries are shared, not copied."""
+    n = keep.shape[0]
+    return {k: (v[keep] if k in PER_BOX_KEYS and isinstance(v, Tensor)
+                and v.dim() > 0 and v.shape[0] == n else v)
+            for k, v in target.items()}
+
+
+def _split_invalid(target: Mapping[str, Any], degenerate: Tensor) -> dict[str, Any]:
+    """SNIP: boxes outside ``target["valid_range"]`` moved to ``invalid_boxes``; zero-area
+    boxes dropped (``degenerate`` ``Tensor[N]`` bool)."""
+    boxes = target["boxes"]
+    valid = in_valid_range(boxes, target["valid_range"])
+    invalid = boxes[~degenerate & ~valid].to(boxes.dtype).reshape(-1, 4)
+    out = select_boxes(target, ~degenerate & valid)
+    before = target.get("invalid_boxes")
+    if before is not None:
+        invalid = torch.cat([torch.as_tensor(before).to(invalid).reshape(-1, 4), invalid])
+    out["invalid_boxes"] = invalid
+    return out
+
+
 def validate_targets(targets: Sequence[Mapping[str, Any]], num_classes: int
                      ) -> list[Mapping[str, Any]]:
-    """Check training targets and drop their zero-area boxes (see the module docstring).
+    """Check training targets, drop their zero-area boxes and, for targets with a
+    ``valid_range``, move the boxes outside it to ``invalid_boxes`` (module docstring).
 
-    Returns the targets in order: the same objects where nothing was dropped, else a copy
-    whose per-box entries (:data:`PER_BOX_KEYS`) keep only the boxes of positive area.
+    Returns the targets in order: the same objects where nothing was dropped and no
+    ``valid_range`` is set, else a copy whose per-box entries (:data:`PER_BOX_KEYS`) keep only
+    the remaining boxes.
     """
     out: list[Mapping[str, Any]] = []
     dropped = 0
     for i, target in enumerate(targets):
         degenerate = _check_one(i, target, num_classes)
         count = int(degenerate.sum())
-        if count == 0:
-            out.append(target)
-            continue
         dropped += count
-        keep = ~degenerate
-        n = len(degenerate)
-        out.append({k: (v[keep] if k in PER_BOX_KEYS and isinstance(v, Tensor)
-                        and v.dim() > 0 and v.shape[0] == n else v)
-                    for k, v in target.items()})
+        if target.get("valid_range") is not None:
+            out.append(_split_invalid(target, degenerate))
+        elif count == 0:
+            out.append(target)
+        else:
+            out.append(select_boxes(target, ~degenerate))
     if dropped:
         warnings.warn(f"{dropped} zero-area ground-truth box(es) in this batch dropped: no "
                       "anchor or proposal can match them (remove them in the data pipeline)",

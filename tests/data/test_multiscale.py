@@ -108,3 +108,40 @@ def test_resizer_draws_a_new_size_every_n_batches(every):
     images, targets = batch(size=16, n=1)
     seen = [r(images, targets)[0][0].shape[-1] for _ in range(12)]
     assert seen == expected
+
+
+def test_resizer_writes_the_drawn_size_valid_range_into_the_targets():
+    from detkit.models.targets import validate_targets
+
+    # SNIP ranges per size: 256 -> [0, 48), 320 -> [48, inf). The box [32, 64, 160, 96] at
+    # 320 is 128 x 32 (size sqrt(4096) = 64: valid); at 256 it is [25.6, 51.2, 128, 76.8],
+    # 102.4 x 25.6 (size 51.2 >= 48: invalid there). The reference draws sizes[randint(2)]
+    # from a generator seeded like the resizer (7).
+    resizer = MultiScaleResizer([256, 320], seed=7, valid_ranges=[[0, 48], [48, float("inf")]])
+    g = torch.Generator().manual_seed(7)
+    draws = [[256, 320][int(torch.randint(2, (1,), generator=g))] for _ in range(6)]
+    assert set(draws) == {256, 320}  # both sizes are exercised
+    expected = {256: (0.0, 48.0), 320: (48.0, float("inf"))}
+    for size in draws:
+        images, targets = resizer(*batch())
+        assert images[0].shape[-1] == size
+        assert [t["valid_range"] for t in targets] == [expected[size]] * 2
+        (checked,) = validate_targets(targets[:1], num_classes=1)
+        if size == 256:
+            assert checked["boxes"].shape == (0, 4)
+            torch.testing.assert_close(checked["invalid_boxes"],
+                                       torch.tensor([[25.6, 51.2, 128.0, 76.8]]))
+        else:
+            torch.testing.assert_close(checked["boxes"], torch.tensor([[32.0, 64, 160, 96]]))
+            assert checked["invalid_boxes"].shape == (0, 4)
+    # off: no valid_range entry at all (targets keep their keys)
+    _, plain = MultiScaleResizer([256, 320], seed=7)(*batch())
+    assert "valid_range" not in plain[0]
+
+
+@pytest.mark.parametrize("sizes, ranges", [([256, 320], [[0, 64]]),
+                                           ([256, 256], [[0, 9], [9, 99]]),
+                                           ([256, 320], [[0, 64], [64, 64]])])
+def test_resizer_refuses_mismatched_or_malformed_ranges(sizes, ranges):
+    with pytest.raises(ValueError, match="valid"):
+        MultiScaleResizer(sizes, valid_ranges=ranges)

@@ -208,3 +208,25 @@ def test_stage_two_needs_iou_above_its_minimum():
     m = Matcher(high=0.5, low=0.4, allow_low_quality_matches=False, scale_compensation=True,
                 stage2_min_iou=0.25)
     assert m(anchors, gt).tolist() == [0, 0, 0] + [NEGATIVE] * 4
+
+
+def test_snip_invalid_box_ignores_its_non_positive_anchors():
+    # valid gt G (0, 0, 10, 10); invalid (SNIP: out of the scale's range) V (100, 100, 140,
+    # 140) and W (0, 0, 10, 8), which overlaps G's anchor a0. IoU with V (area 1600):
+    # a1 = V: 1 -> ignored (it would be V's positive if V were valid);
+    # a2 (100, 100, 140, 116): 640 / 1600 = 0.4 = low -> ignored (not < low);
+    # a3 (100, 100, 140, 115): 600 / 1600 = 0.375 < 0.4 -> negative; a4 far -> negative.
+    # a0: IoU 1 with G, 80 / 100 = 0.8 with W -> stays G's positive (positives are kept)
+    anchors = _t([[0, 0, 10, 10], [100, 100, 140, 140], [100, 100, 140, 116],
+                  [100, 100, 140, 115], [50, 50, 60, 60]])
+    gt = _t([[0, 0, 10, 10]])
+    invalid = _t([[100, 100, 140, 140], [0, 0, 10, 8]])
+    matcher = Matcher(high=0.5, low=0.4)
+    assert matcher(anchors, gt, None, invalid).tolist() == [0, IGNORE, IGNORE, NEGATIVE,
+                                                            NEGATIVE]
+    # without invalid boxes a1 and a2 are plain negatives
+    assert matcher(anchors, gt).tolist() == [0, NEGATIVE, NEGATIVE, NEGATIVE, NEGATIVE]
+    # an image whose only object is invalid: no positive, a1 and a2 still ignored
+    empty = torch.zeros(0, 4)
+    assert matcher(anchors, empty, None, invalid).tolist() == [IGNORE, IGNORE, IGNORE,
+                                                               NEGATIVE, NEGATIVE]

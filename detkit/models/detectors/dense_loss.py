@@ -1,7 +1,8 @@
 """Training losses of the dense detector: anchor targets, focal loss and box regression.
 
 Per image, the matcher labels each anchor positive (gt index), negative or
-ignored. Classification uses the sigmoid focal loss (Lin et al., ICCV 2017)
+ignored (crowd ``ignore_boxes``; SNIP ``invalid_boxes``, see
+:mod:`detkit.models.snip`). Classification uses the sigmoid focal loss (Lin et al., ICCV 2017)
 summed over classes, on every non-ignored anchor, or, with ``sampling="ohem"``,
 on the positives and the ``neg_pos_ratio`` x hardest negatives (SSD / SSH).
 Box regression runs on the positives with
@@ -91,7 +92,7 @@ class DenseLoss:
         weights = target.get("weights")
         if weights is None:
             weights = torch.ones(gt.shape[0], device=gt.device)
-        matched = self.matcher(anchors, gt, target.get("ignore_boxes"))
+        matched = self.matcher(anchors, gt, target.get("ignore_boxes"), target.get("invalid_boxes"))
         pos = matched >= 0
         pos_gt = matched[pos]
         cls_target = torch.zeros_like(logits)

@@ -10,8 +10,11 @@ label ``k``). Deltas use ``BoxCoder((10, 10, 5, 5))`` relative to the RoIs.
 
 Training (:class:`RCNNStage`, Faster R-CNN's rules): the ground-truth boxes are appended to the
 proposals; RoIs with IoU >= 0.5 to a box are foreground (its label), the others background
-(label 0); RoIs mostly inside ``ignore_boxes`` are left out; ``batch_size_per_image`` RoIs
-(256, a CPU-sized version of the paper's 512) with at most 25 % foreground are sampled.
+(label 0); RoIs mostly inside ``ignore_boxes`` are left out, and so are the background RoIs
+with IoU >= 0.5 to a SNIP ``invalid_boxes`` box (:mod:`detkit.models.snip`: an object outside
+the training scale's valid range is neither foreground nor background);
+``batch_size_per_image`` RoIs (256, a CPU-sized version of the paper's 512) with at most 25 %
+foreground are sampled.
 Classification: :func:`detkit.losses.label_smoothing_cross_entropy` (``label_smoothing`` =
 epsilon, 0 gives plain cross-entropy), averaged over the sampled RoIs. Box loss on the
 foreground RoIs: "smooth_l1" on deltas or an IoU kind ("iou" | "giou" | "diou" | "ciou") on
@@ -156,7 +159,7 @@ def sample_rois(
     if gt_weights is None:
         gt_weights = torch.ones(gt.shape[0], dtype=proposals.dtype, device=proposals.device)
     rois = torch.cat([proposals, gt], dim=0)
-    matched = matcher(rois, gt, target.get("ignore_boxes"))
+    matched = matcher(rois, gt, target.get("ignore_boxes"), target.get("invalid_boxes"))
     pos, neg = sample_balanced(matched, batch_size_per_image, positive_fraction)
     pos_idx = torch.nonzero(pos).flatten()
     neg_idx = torch.nonzero(neg).flatten()

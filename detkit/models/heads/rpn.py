@@ -12,11 +12,12 @@ delta channels ``4 a .. 4 a + 3`` (dx, dy, dw, dh) belong to anchor ``a`` of a p
 
 Training (Faster R-CNN's rules, Ren et al. 2015): anchors with IoU >= 0.7 to a ground truth box
 are positive, < 0.3 negative (each box also claims its best anchors); anchors mostly inside
-``ignore_boxes`` (crowd / difficult) are left out; 256 anchors per image with at most half
-positives are sampled. Loss normalisation: objectness BCE summed over the sampled anchors of the
-batch and divided by their number; the box loss ("smooth_l1" on deltas, beta 1/9, or an IoU
-kind on decoded boxes) is summed over positives, divided by the number of sampled anchors and
-multiplied by a weight (:func:`detkit.models.box_coder.normalise_box_loss`): 1 for
+``ignore_boxes`` (crowd / difficult) are left out, and so are the non-positive anchors with IoU
+>= 0.3 to a SNIP ``invalid_boxes`` box (:mod:`detkit.models.snip`); 256 anchors per image with
+at most half positives are sampled. Loss normalisation: objectness BCE summed over the sampled
+anchors of the batch and divided by their number; the box loss ("smooth_l1" on deltas, beta 1/9,
+or an IoU kind on decoded boxes) is summed over positives, divided by the number of sampled
+anchors and multiplied by a weight (:func:`detkit.models.box_coder.normalise_box_loss`): 1 for
 "smooth_l1" (torchvision's convention), 12 for the IoU kinds (the DIoU authors' Faster R-CNN
 setting, Zheng et al. 2020).
 
@@ -259,7 +260,8 @@ class RegionProposalNetwork(nn.Module):
         logits, labels, obj_weights, box_terms = [], [], [], []
         for i, target in enumerate(targets):
             gt = target["boxes"].to(anchors.dtype)
-            matched = self.matcher(anchors, gt, target.get("ignore_boxes"))
+            matched = self.matcher(anchors, gt, target.get("ignore_boxes"),
+                                   target.get("invalid_boxes"))
             pos, neg = sample_balanced(matched, self.batch_size_per_image, self.positive_fraction)
             sampled = pos | neg
             # per-box weights (mixup ratios) weight the anchors matched to each box
@@ -308,7 +310,8 @@ class RegionProposalNetwork(nn.Module):
         """Run the RPN on the stride-16 map ``features`` [B, C, H, W].
 
         ``image_sizes``: unpadded (h, w) of each image (proposals are clipped to them);
-        ``targets``: needed in training (``boxes`` [N, 4] xyxy, optional ``ignore_boxes``).
+        ``targets``: needed in training (``boxes`` [N, 4] xyxy, optional ``ignore_boxes`` and
+        ``invalid_boxes``).
         """
         rpn_features, objectness, deltas = self.head(features)
         obj, box = flatten_rpn_outputs(objectness, deltas)

@@ -73,3 +73,29 @@ def test_exact_losses_with_positives_negatives_and_ignored_anchors():
     # Sum 1.52648, times box_loss_weight 2, divided by the 3 positives = 1.01765
     box = (0.5 - 1 / 18) + (0.5 - 1 / 18) + (math.log(2) - 1 / 18)
     assert float(out["loss_box"]) == pytest.approx(2.0 * box / 3, rel=1e-5)
+
+
+def test_snip_out_of_range_box_makes_its_anchors_ignored():
+    # one image, K = 1: G (0, 0, 10, 10) has size 10, V (100, 100, 140, 140) size 40; with
+    # valid_range [0, 32) validate_targets keeps G and moves V to invalid_boxes.
+    # Matcher(0.5, 0.4): a0 = G positive; IoU with V: a1 = 1, a2 (100, 100, 140, 116)
+    # 640 / 1600 = 0.4 -> both ignored; a3 (100, 100, 140, 115) 600 / 1600 = 0.375 and a4
+    # (far) negative. Counted: a0 (positive), a3, a4 (negatives): 1 positive, 2 negatives,
+    # 2 ignored; loss_cls = (FL(0.3, 1) + FL(1.0, 0) + FL(-1.2, 0)) / 1; a0 sits on G: box 0
+    anchors = torch.tensor([[0.0, 0, 10, 10], [100, 100, 140, 140], [100, 100, 140, 116],
+                            [100, 100, 140, 115], [50, 50, 60, 60]])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [100, 100, 140, 140]])
+    logits = torch.tensor([[[0.3], [2.0], [-0.5], [1.0], [-1.2]]])
+    deltas = torch.zeros(1, 5, 4)
+    loss = DenseLoss(1, Matcher(0.5, 0.4, allow_low_quality_matches=False),
+                     BoxCoder((1.0, 1.0, 1.0, 1.0)), box_loss="smooth_l1")
+    snip = loss(logits, deltas, anchors, [{"boxes": boxes, "labels": torch.tensor([1, 1]),
+                                           "valid_range": (0.0, 32.0)}])
+    expected = _focal(0.3, 1) + _focal(1.0, 0) + _focal(-1.2, 0)
+    assert float(snip["loss_cls"]) == pytest.approx(expected, rel=1e-5)
+    assert float(snip["loss_box"]) == 0.0
+    # off (both boxes ground truth): a1 is V's positive, a2 (IoU 0.4) ignored as before;
+    # 2 positives: (FL(0.3, 1) + FL(2.0, 1) + FL(1.0, 0) + FL(-1.2, 0)) / 2
+    off = loss(logits, deltas, anchors, [{"boxes": boxes, "labels": torch.tensor([1, 1])}])
+    expected = (_focal(0.3, 1) + _focal(2.0, 1) + _focal(1.0, 0) + _focal(-1.2, 0)) / 2
+    assert float(off["loss_cls"]) == pytest.approx(expected, rel=1e-5)

@@ -74,6 +74,30 @@ def test_sample_rois_hand_case() -> None:
     torch.testing.assert_close(s.target_boxes[:2], target["boxes"].expand(2, 4))
 
 
+def test_sample_rois_leaves_out_rois_of_an_invalid_box() -> None:
+    # gt G (0, 0, 10, 10) label 2; SNIP invalid V (100, 100, 140, 140) (area 1600). Matcher
+    # 0.5 / 0.5. IoU: p0 (0, 0, 10, 8) with G 0.8 -> fg; with V: p1 (100, 100, 140, 130)
+    # 1200 / 1600 = 0.75 and p2 (100, 100, 140, 120) 800 / 1600 = 0.5 -> neither fg (V is not
+    # ground truth) nor bg (they overlap V at the fg threshold or more): left out;
+    # p3 (100, 100, 140, 119) 760 / 1600 = 0.475 and p4 (far) -> bg. The appended G copy is
+    # fg. Sample of 16 with <= 25 % fg (4): fg p0, G; bg p3, p4
+    proposals = torch.tensor([[0.0, 0, 10, 8], [100, 100, 140, 130], [100, 100, 140, 120],
+                              [100, 100, 140, 119], [300, 300, 310, 310]])
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([2]),
+              "invalid_boxes": torch.tensor([[100.0, 100, 140, 140]])}
+    matcher = Matcher(0.5, 0.5, allow_low_quality_matches=False)
+    s = sample_rois(proposals, target, matcher, batch_size_per_image=16, positive_fraction=0.25)
+    expected_rois = torch.tensor([[0.0, 0, 10, 8], [0, 0, 10, 10], [100, 100, 140, 119],
+                                  [300, 300, 310, 310]])
+    torch.testing.assert_close(s.rois, expected_rois)
+    assert s.labels.tolist() == [2, 2, 0, 0]
+    torch.testing.assert_close(s.target_boxes[:2], target["boxes"].expand(2, 4))
+    # without the invalid box p1, p2 are background too: 4 bg RoIs
+    plain = sample_rois(proposals, {"boxes": target["boxes"], "labels": target["labels"]},
+                        matcher, batch_size_per_image=16, positive_fraction=0.25)
+    assert plain.labels.tolist() == [2, 2, 0, 0, 0, 0]
+
+
 def _stage(box_loss: str = "ciou", **kw: object) -> RCNNStage:
     return RCNNStage(RCNNHead(num_classes=3), box_loss=box_loss, **kw)
 

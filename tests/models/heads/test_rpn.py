@@ -168,3 +168,27 @@ def test_mixup_weights_scale_the_matched_anchors() -> None:
     torch.testing.assert_close(losses[1]["rpn_box"], 0.5 * losses[0]["rpn_box"])
     # BCE is ln 2 per sampled anchor; positives now count 0.5: mean drops below ln 2
     assert float(losses[1]["rpn_objectness"]) < math.log(2.0) - 1e-6
+
+
+def test_snip_invalid_box_anchors_are_neither_positive_nor_negative() -> None:
+    # gt G (0, 0, 10, 10), invalid V (100, 100, 140, 140) (area 1600). RPN thresholds 0.7 /
+    # 0.3: a0 = G positive; IoU with V: a1 = 1 and a2 (100, 100, 140, 112) 480 / 1600 = 0.3
+    # (= bg threshold, not below it) -> ignored; a3 (100, 100, 140, 111) 440 / 1600 = 0.275
+    # and a4 (far) -> negatives. Sampled: a0, a3, a4 (3 of 256); a0 exact -> box loss 0
+    rpn = RegionProposalNetwork(fg_iou_thresh=0.7, bg_iou_thresh=0.3, box_loss="smooth_l1")
+    anchors = torch.tensor([[0.0, 0, 10, 10], [100, 100, 140, 140], [100, 100, 140, 112],
+                            [100, 100, 140, 111], [300, 300, 310, 310]])
+    objectness = torch.tensor([[1.0, 2.0, -1.0, 0.5, -0.3]])
+    deltas = torch.zeros(1, 5, 4)
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1]),
+              "invalid_boxes": torch.tensor([[100.0, 100, 140, 140]])}
+    losses = rpn.compute_losses(objectness, deltas, anchors, [target])
+    # BCE: positive ln(1 + e^-x), negative ln(1 + e^x); mean over the 3 sampled anchors
+    bce = math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(0.5)) + math.log(1 + math.exp(-0.3))
+    assert float(losses["rpn_objectness"]) == pytest.approx(bce / 3, rel=1e-6)
+    assert float(losses["rpn_box"]) == 0.0
+    # without the invalid box a1 and a2 are negatives too: 5 sampled
+    plain = rpn.compute_losses(objectness, deltas, anchors,
+                               [{k: v for k, v in target.items() if k != "invalid_boxes"}])
+    bce += math.log(1 + math.exp(2.0)) + math.log(1 + math.exp(-1.0))
+    assert float(plain["rpn_objectness"]) == pytest.approx(bce / 5, rel=1e-6)
