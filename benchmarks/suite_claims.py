@@ -68,6 +68,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("visually coherent mixup", "tn_mixup", FULL, "AP", "+1 to +1.5 AP (Bag of Freebies)"),
     Claim("warmup", FULL, "tn_no_warmup", "AP", "stabler start (Goyal et al.; Bag of Freebies)"),
     Claim("cosine over step decay", FULL, "tn_step", "AP", "+0.5 to +1 AP (Bag of Freebies)"),
+    Claim("ACNet blocks", "tn_acnet", FULL, "AP", "+0 to +1 AP (ACNet, ICCV 2019)"),
+    Claim("learned augmentation policy v0", "tn_autoaug", FULL, "AP",
+          "higher COCO AP (Zoph et al. 2019)"),
+    Claim("SNIP valid ranges over plain multi-scale, APs", "tn_snip", "tn_multiscale", "APs",
+          "better small-object AP (SNIP, 2018)"),
     Claim("ThunderNet-lite over Faster R-CNN MBv3 (equal time)", FULL, "fasterrcnn_mbv3", "AP",
           "detkit's goal: at least the peer's AP at <= 0.3x its latency"),
 )

@@ -74,6 +74,12 @@ ROWS: tuple[Row, ...] = (
     _recipe("tn_mixup", "tricks", "visually coherent mixup"),
     _recipe("tn_step", "tricks", "step decay instead of cosine"),
     _recipe("tn_no_warmup", "tricks", "warmup off"),
+    # ACNet trains more branches per step (slower): equal time, not equal steps
+    Row("tn_acnet", "systems", "ACNet blocks (folded for testing)", baseline=FULL),
+    _recipe("tn_autoaug", "systems", "learned detection augmentation policy v0"),
+    _recipe("tn_multiscale", "systems", "multi-scale training 256/320/384 + test pyramid"),
+    Row("tn_snip", "systems", "multi-scale + SNIP valid ranges (train and test)",
+        baseline="tn_multiscale", steps_of=FULL),
 )
 ROW_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
 
