@@ -199,19 +199,19 @@ class Detector:
     def iter_predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
                      score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                      on_unreadable: Callable[[Path, str], None] | None = None,
-                     tile: int | None = None, tile_overlap: float = 0.25,
+                     tile: int | None = None, tile_overlap: float | None = None,
                      workers: int = 0) -> Iterator[tuple[np.ndarray, Prediction]]:
         """Like :meth:`predict`, lazily, yielding ``(original image, prediction)`` pairs.
 
         ``on_unreadable(path, reason)``: called for an image file that cannot be decoded,
         which is then skipped (the rest is still predicted); None raises the OSError.
         ``workers``: processes decoding image files ahead of the model (0: none).
+        ``tile`` / ``tile_overlap``: None takes the config's ``test.tile`` /
+        ``test.tile_overlap``; ``tile=0`` switches slicing off.
         """
-        predictor: Any = self._predictor
-        if tile is not None:
-            from detkit.engine.slicing import SlicedPredictor
-
-            predictor = SlicedPredictor.around(self._predictor, tile, tile_overlap)
+        tile = self.options.tile if tile is None else (tile or None)
+        overlap = self.options.tile_overlap if tile_overlap is None else tile_overlap
+        predictor: Any = self._predictor.with_tiles(tile, overlap)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -271,7 +271,7 @@ class Detector:
 
     def predict(self, source: ImageLike | Sequence[ImageLike], batch_size: int = 4,
                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, tile: int | None = None,
-                tile_overlap: float = 0.25, workers: int = 0) -> list[Prediction]:
+                tile_overlap: float | None = None, workers: int = 0) -> list[Prediction]:
         """One :class:`Prediction` per image of ``source``.
 
         ``source``: an image file, a folder (its image files, sorted by name, not recursive),
@@ -282,7 +282,8 @@ class Detector:
         at a time; ``workers`` processes decode image files ahead of the model. ``tile``:
         sliced inference for small objects (:mod:`detkit.engine.slicing`): overlapping
         ``tile``-px windows (``tile_overlap`` shared) each at the model's input size, plus the
-        whole image, merged with the model's own NMS kind.
+        whole image, merged with the model's own NMS kind (None: the config's ``test.tile``;
+        0: off).
         """
         return [pred for _, pred in self.iter_predict(source, batch_size, score_threshold,
                                                       tile=tile, tile_overlap=tile_overlap,

@@ -75,6 +75,8 @@ RANGES: dict[str, Bound] = {
     "test.iou_threshold": _UNIT,
     "test.score_threshold": _UNIT,
     "test.max_detections": _AT_LEAST_ONE,
+    "test.tile": _IMAGE_SIDE,
+    "test.tile_overlap": _UNIT_OPEN_TOP,
     "test.max_dets": _AT_LEAST_ONE,
 }
 

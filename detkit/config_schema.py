@@ -156,6 +156,8 @@ SCHEMA: dict[str, Any] = {
         "score_threshold": _f("float", None, True),
         "max_detections": _f("int", None, True),
         "class_agnostic_nms": _f("bool", None, True),
+        "tile": _f("int", None, True),
+        "tile_overlap": _f("float", 0.25),
         "extra_area_ranges": _f("dict", {}),
         "max_dets": _f("list[int]", [1, 10, 100]),
     },

@@ -38,6 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, default=0.3,
                         help="keep detections scoring at least this (default 0.3)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                        help="sliced inference for small objects: PX-pixel windows, each at the "
+                             "model's input size, plus the whole image, merged by the model's "
+                             "NMS (default: the config's test.tile; 0: off)")
+    parser.add_argument("--tile-overlap", type=float, default=None, metavar="F",
+                        help="share of a window's side its neighbours overlap, in [0, 1) "
+                             "(default: the config's test.tile_overlap, 0.25)")
     parser.add_argument("--draw-size", type=int, default=512,
                         help="draw images whose longer side is shorter enlarged by an integer "
                              "factor to at least this many pixels, so captions stay readable "
@@ -77,6 +84,11 @@ def list_images(source: str | Path, out_dir: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
+    if (args.tile is not None and args.tile < 0) or (
+            args.tile_overlap is not None and not 0.0 <= args.tile_overlap < 1.0):
+        print(f"error: --tile must be >= 0 px (0: off) and --tile-overlap in [0, 1), got "
+              f"{args.tile} and {args.tile_overlap}", file=sys.stderr)
+        return 2
     found = tool_config(args.inputs, 2)
     if found is None:
         return 2
@@ -101,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append(path)
 
     for image, pred in detector.iter_predict(files, args.batch_size, args.score_threshold,
-                                             on_unreadable=skip, workers=args.workers):
+                                             on_unreadable=skip, tile=args.tile,
+                                             tile_overlap=args.tile_overlap,
+                                             workers=args.workers):
         path = Path(pred.source)
         total += len(pred)
         drawn = draw_detections(image, pred.boxes, pred.labels, pred.scores, detector.names,

@@ -80,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     predictor = Predictor.from_options(loaded, options)
+    runner = predictor.with_tiles(options.tile, options.tile_overlap)
     sizes = "x".join(str(s) for s in predictor.sizes)
     print(f"evaluating {args.checkpoint} ({loaded.weights} weights) on {split} split "
           f"{ann_file}: {len(dataset)} images, input {sizes}"
-          + (f", pyramid merged by {predictor.merge_nms}" if len(predictor.sizes) > 1 else ""),
+          + (f", pyramid merged by {predictor.merge_nms}" if len(predictor.sizes) > 1 else "")
+          + (f", sliced: {options.tile}-px windows ({options.tile_overlap:.0%} overlap) + the "
+             f"whole image" if options.tile else ""),
           flush=True)
     start = time.perf_counter()
-    results = predict_dataset(predictor, dataset, cfg["eval"]["batch_size"],
+    results = predict_dataset(runner, dataset, cfg["eval"]["batch_size"],
                               cfg["data"]["num_workers"])
     seconds = time.perf_counter() - start
     print(f"{len(results)} detections in {seconds:.1f} s "

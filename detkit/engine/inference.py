@@ -70,6 +70,8 @@ class TestOptions:
             keep every detection.
         nms / iou_threshold / score_threshold / max_detections / class_agnostic_nms:
             post-processing overrides (None keeps the model's own setting).
+        tile / tile_overlap: sliced inference (:mod:`detkit.engine.slicing`): ``tile``-px
+            windows sharing ``tile_overlap`` of their side, plus the whole image; None = off.
         extra_area_ranges: extra COCO area buckets {name: (min, max)} in pixels^2.
         max_dets: the three COCO detection limits.
     """
@@ -86,6 +88,8 @@ class TestOptions:
     score_threshold: float | None = None
     max_detections: int | None = None
     class_agnostic_nms: bool | None = None
+    tile: int | None = None
+    tile_overlap: float = 0.25
     extra_area_ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     max_dets: tuple[int, ...] = (1, 10, 100)
 
@@ -129,6 +133,8 @@ def read_test_options(cfg: Mapping[str, Any]) -> TestOptions:
                          else float(test["score_threshold"])),
         max_detections=None if max_det is None else int(max_det),
         class_agnostic_nms=test["class_agnostic_nms"], extra_area_ranges=areas,
+        tile=None if test["tile"] is None else int(test["tile"]),
+        tile_overlap=float(test["tile_overlap"]),
         max_dets=tuple(int(m) for m in max_dets))
 
 
@@ -350,6 +356,19 @@ class Predictor:
         return cls(loaded.model, options.sizes, options.nms, options.iou_threshold,
                    options.max_detections, device=loaded.device,
                    valid_ranges=options.valid_ranges or None)
+
+    def with_tiles(self, tile: int | None, overlap: float = 0.25) -> Any:
+        """This predictor, or with ``tile`` set a
+        :class:`~detkit.engine.slicing.SlicedPredictor` around it (``tile``-px windows sharing
+        ``overlap`` of a side, plus the whole image, merged by the model's NMS kind)."""
+        if tile is None:
+            return self
+        if tile < 1 or not 0.0 <= overlap < 1.0:
+            raise ValueError(f"sliced inference needs a tile of >= 1 px and an overlap in "
+                             f"[0, 1), got tile {tile}, overlap {overlap}")
+        from detkit.engine.slicing import SlicedPredictor
+
+        return SlicedPredictor.around(self, tile, overlap)
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:

@@ -140,3 +140,24 @@ def test_an_undecodable_file_is_skipped_and_the_folder_finishes(tmp_path: Path) 
     assert "2 images" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["small.jpg", "small.json", "wide.json",
                                                      "wide.png"]
+
+
+def test_tile_flag_slices_like_the_python_api(tmp_path: Path) -> None:
+    import detkit
+
+    config, ckpt, _, images = _make_case(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, err = _run(_load_tool(), str(config), str(ckpt), str(images / "wide.png"),
+                             "--out", str(out), "--tile", "48", "--tile-overlap", "0.5")
+    assert code == 0, err
+    got = json.loads((out / "wide.json").read_text())
+    # 96 x 64 at 48 px, overlap 0.5: x starts 0, 24, 48 and y starts 0, 16 -> six windows
+    ref = detkit.load(ckpt, config).predict(images / "wide.png", tile=48, tile_overlap=0.5)[0]
+    assert len(got["boxes"]) == len(ref) > 0
+    np.testing.assert_allclose(np.asarray(got["boxes"]), ref.boxes, atol=1e-4)
+    plain = detkit.load(ckpt, config).predict(images / "wide.png")[0]
+    assert len(plain) != len(ref) or not np.allclose(plain.boxes, ref.boxes)  # the flag acts
+    for bad in (["--tile", "-1"], ["--tile", "48", "--tile-overlap", "1.0"]):
+        code, _, err = _run(_load_tool(), str(config), str(ckpt), str(images), "--out",
+                            str(tmp_path / "bad"), *bad)
+        assert code == 2 and "--tile" in err

@@ -168,3 +168,36 @@ def test_pyramid_options_from_the_test_section(tmp_path: Path) -> None:
     metrics = json.loads((folder / "metrics.json").read_text())
     stats = _pycocotools_stats(val, dets)
     assert metrics["AP"] == pytest.approx(stats[0], abs=1e-9) and "AP_tiny" in metrics
+
+
+def test_sliced_inference_from_the_test_section(tmp_path: Path) -> None:
+    import cv2
+
+    import detkit
+
+    config, ckpt, _ = _make_case(tmp_path)
+    common = [str(config), str(ckpt), "model.score_threshold=0.3"]
+    code, plain_out, err = _run(_load_tool(), *common, "--out", str(tmp_path / "plain"))
+    assert code == 0, err
+    # 64 x 64 images, 32-px windows sharing half a side: x and y starts 0, 16, 32 -> nine
+    # windows, plus the whole image
+    code, out, err = _run(_load_tool(), *common, "test.tile=32", "test.tile_overlap=0.5",
+                          "--out", str(tmp_path / "sliced"))
+    assert code == 0, err
+    assert "sliced: 32-px windows (50% overlap) + the whole image" in out
+    dets = json.loads((tmp_path / "sliced" / "detections.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "detections.json").read_text())
+    assert [d["bbox"] for d in dets] != [d["bbox"] for d in plain]  # the option acts
+    # Reference for the first val image: the Python API's sliced prediction, same settings
+    coco = json.loads((tmp_path / "data" / "val.json").read_text())
+    info = coco["images"][0]
+    image = cv2.cvtColor(cv2.imread(str(tmp_path / "data" / info["file_name"])),
+                         cv2.COLOR_BGR2RGB)
+    det = detkit.load(ckpt, config, ["model.score_threshold=0.3"])
+    ref = det.predict(image, tile=32, tile_overlap=0.5, score_threshold=0.0)[0]
+    mine = sorted((d for d in dets if d["image_id"] == info["id"]), key=lambda d: -d["score"])
+    assert len(mine) == len(ref) > 0
+    for d, box, score in zip(mine, ref.boxes, ref.scores, strict=True):
+        x1, y1, x2, y2 = box.tolist()
+        assert d["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-4)
+        assert d["score"] == pytest.approx(float(score), abs=1e-6)
