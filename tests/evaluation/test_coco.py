@@ -330,3 +330,81 @@ def test_string_scores_are_refused_not_coerced() -> None:
     det["score"] = "0.9"
     with pytest.raises(ValueError, match="detection 0 has score '0.9' \\(str\\)"):
         evaluate_detections(gt, [det])
+
+
+def test_valid_area_values() -> None:
+    from detkit.evaluation.coco import _valid_area
+
+    # a real number in [0, inf): 0 and ints count; booleans, strings, negatives, inf, NaN not
+    assert _valid_area(0) and _valid_area(0.5) and _valid_area(2500)
+    for bad in (True, False, "3", -1.0, math.inf, math.nan, None):
+        assert not _valid_area(bad), bad
+
+
+def test_option_checks_and_their_messages() -> None:
+    from detkit.evaluation.coco import check_eval_options
+
+    assert check_eval_options((1, 10, 100), {"tiny": (0, 256)}) is None
+    with pytest.raises(ValueError, match=r"max_dets needs 3 limits \(AR1/AR10/AR100 style\)"):
+        check_eval_options((1, 10), None)
+    with pytest.raises(ValueError, match="distinct increasing positive ints"):
+        check_eval_options((0, 10, 100), None)
+    with pytest.raises(ValueError, match="'small' is reserved or not an identifier"):
+        check_eval_options((1, 10, 100), {"small": (0, 10)})
+    with pytest.raises(ValueError, match="'two words' is reserved or not an identifier"):
+        check_eval_options((1, 10, 100), {"two words": (0, 10)})
+    # min == max is an empty range
+    with pytest.raises(ValueError, match=r"'flat' needs 0 <= min < max, got \(5, 5\)"):
+        check_eval_options((1, 10, 100), {"flat": (5, 5)})
+
+
+def test_ground_truth_index_and_messages() -> None:
+    from detkit.evaluation.coco import prepare_ground_truth
+
+    gt = _gt([(1, 1, MEDIUM), (2, 3, SMALL), (2, 1, LARGE)],
+             categories=((1, "cell"), (3, "other")))
+    coco, notes = prepare_ground_truth(gt)
+    assert notes == []
+    # the private copy answers pycocotools' own index queries
+    assert coco.getImgIds(catIds=[1]) == [1, 2] and coco.getImgIds(catIds=[3]) == [2]
+    assert sorted(coco.getAnnIds(imgIds=[2])) == [2, 3]
+    with pytest.raises(ValueError, match="ground truth has no 'images' list"):
+        prepare_ground_truth({"categories": gt["categories"]})
+
+
+def test_bad_detection_boxes_are_refused() -> None:
+    gt = _gt([(1, 1, MEDIUM)])
+    with pytest.raises(ValueError, match=r"detection boxes must be \[x, y, w, h\] numbers"):
+        evaluate_detections(gt, [_det(1, ["a", 0, 1, 1], 0.5)])
+    with pytest.raises(ValueError, match=r"must be \[x, y, w, h\]; got array shape \(1, 3\)"):
+        evaluate_detections(gt, [_det(1, [0, 0, 1], 0.5)])
+
+
+def test_unknown_img_ids_name_the_first_five() -> None:
+    gt = _gt([(1, 1, MEDIUM)])
+    first_five = r"img_ids not in the ground truth: \[91, 92, 93, 94, 95\]$"
+    with pytest.raises(ValueError, match=first_five):
+        evaluate_detections(gt, [], img_ids=[1, 91, 92, 93, 94, 95, 96])
+
+
+def test_notes_keep_ground_truth_repairs_and_name_the_missing_metrics() -> None:
+    # one medium GT box (50 x 50) without 'area', no detections: the repair note, the
+    # no-detection note and the NaN note for the small and large buckets all end up in notes;
+    # each warning points at this file (the caller of evaluate_detections)
+    gt = _gt([(1, 1, MEDIUM)])
+    del gt["annotations"][0]["area"]
+    with pytest.warns(EvaluationWarning) as record:
+        result = evaluate_detections(gt, [])
+    assert result.notes == [
+        "1 ground-truth annotations had no 'area'; used bbox w*h",
+        "no detections to evaluate: every AP/AR with ground truth is 0",
+        "no ground truth for APs, APl, ARs, ARl: reported as null/NaN, not -1",
+    ]
+    assert [os.path.basename(w.filename) for w in record] == ["test_coco.py"] * 2
+
+
+def test_category_without_a_name_is_called_by_its_id() -> None:
+    gt = _gt([(1, 4, MEDIUM)], categories=((4, "x"),))
+    del gt["categories"][0]["name"]
+    result = evaluate_detections(gt, [_det(1, MEDIUM, 0.9, cat=4)])
+    assert result.class_names == ["4"] and result.per_class["4"]["AP"] == near(1.0)
