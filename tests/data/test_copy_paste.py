@@ -437,11 +437,12 @@ def test_constructor_defaults_and_validation():
     # each bad value alone is refused
     for bad in ({"scale_jitter": 1.0}, {"scale_jitter": 1.5}, {"scale_jitter": -0.1},
                 {"num_copies": -1}, {"max_overlap": 1.5}, {"max_overlap": -0.1}):
-        with pytest.raises(ValueError, match="0 <= scale_jitter < 1, num_copies >= 0"):
+        with pytest.raises(ValueError, match=r"^need 0 <= scale_jitter < 1, num_copies >= 0, "
+                                             r"0 <= max_overlap <= 1$"):
             SmallObjectCopyPaste(**bad)
     with pytest.raises(ValueError, match="source must be 'self' or 'bank', got 'other'"):
         SmallObjectCopyPaste(source="other")
-    with pytest.raises(ValueError, match="needs a non-empty SmallObjectBank"):
+    with pytest.raises(ValueError, match="^source='bank' needs a non-empty SmallObjectBank$"):
         SmallObjectCopyPaste(source="bank", bank=SmallObjectBank([]))
 
 
@@ -472,6 +473,11 @@ def test_max_objects_picks_that_many_distinct_objects():
         image, target)
     new = out["labels"][3:].tolist()
     assert len(new) == 2 and len(set(new)) == 2 and set(new) <= {1, 2, 3}
+    # distinct on every seed (a draw with replacement repeats an object with probability 1/3)
+    for seed in range(20):
+        _, out = SmallObjectCopyPaste(num_copies=1, max_objects=2, scale_jitter=0.0,
+                                      max_overlap=1.0, seed=seed)(image, target)
+        assert len(set(out["labels"][3:].tolist())) == 2, seed
     # max_objects equal to the number of small objects takes them all, with the same draws as
     # no limit at all
     a = SmallObjectCopyPaste(num_copies=1, max_objects=3, seed=4)(image, target)
@@ -550,6 +556,8 @@ def test_rotation_turns_the_copies():
     _, out = cp(image, target)
     heights = out["boxes"][1:, 3] - out["boxes"][1:, 1]
     assert len(heights) == 40 and heights.max() > 3
+    # each copy draws its own angle: the heights are not all the same
+    assert len(set(heights.tolist())) > 1
 
 
 def test_masks_follow_a_partial_object_pasted_over_a_large_one():
@@ -675,6 +683,10 @@ def test_build_copy_paste_collects_a_bank():
     # the bank is visited with the copy-paste seed 0 + 2
     order = (np.random.default_rng(2).permutation(6) + 1)[:3].tolist()
     assert [p.label for p in cp.bank.patches] == order
+    # no config seed: the bank is still visited in the seed-0 order
+    unseeded = build_copy_paste({"source": "bank"}, seed=None, dataset=LabelledDataset(6))
+    assert [p.label for p in unseeded.bank.patches] == (
+        np.random.default_rng(0).permutation(6) + 1).tolist()
     # default bank_items 1000
     many = build_copy_paste({"source": "bank"}, seed=0, dataset=LabelledDataset(1, objects=1001))
     assert len(many.bank) == 1000

@@ -88,3 +88,11 @@ def test_run_cocoeval_default_backend_is_auto() -> None:
     acc = run_cocoeval(gt, dt, img_ids=[1], cat_ids=[5], max_dets=[100],
                        area_ranges=[("all", 0.0, 1e10)])
     assert acc.backend == resolve_backend("auto")
+
+
+def test_missing_fast_backend_message(monkeypatch) -> None:
+    monkeypatch.setattr(fast_module, "fast_backend_available", lambda: False)
+    with pytest.raises(ImportError, match=r"^backend='faster_coco_eval' needs the optional "
+                                          r"package faster-coco-eval \(pip install "
+                                          r"'detkit\[fast\]' or pip install faster-coco-eval\)$"):
+        resolve_backend("faster_coco_eval")

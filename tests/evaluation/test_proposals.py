@@ -141,8 +141,8 @@ def test_empty_counts_format_and_write(tmp_path) -> None:
         "proposal recall @IoU 0.7 (12 proposals/image): all 0.500 (1/2); small 0.500 (1/2), "
         "medium n/a, large n/a\n"
         "proposal recall by class: a 1.000 (1/1), b 0.000 (0/1)")
-    path = write_recall(tmp_path / "x" / "recall.json", table)
-    assert path == tmp_path / "x" / "recall.json"
+    path = write_recall(tmp_path / "x" / "y" / "recall.json", table)
+    assert path == tmp_path / "x" / "y" / "recall.json"
     text = path.read_text()
     assert text == json.dumps(table, indent=1) + "\n" and text.startswith('{\n "iou": 0.7,')
     write_recall(path, table)  # an existing folder is fine

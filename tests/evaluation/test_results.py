@@ -156,3 +156,27 @@ def test_save_results_json_creates_folders_and_overwrites(tmp_path) -> None:
     # a second write into the existing folder replaces the file
     save_results_json(results * 2, path)
     assert json.loads(path.read_text()) == results * 2
+
+
+def test_length_mismatch_inside_one_output_is_named() -> None:
+    out = {"boxes": torch.zeros((2, 4)), "scores": torch.zeros(1), "labels": torch.ones(1)}
+    with pytest.raises(ValueError, match="^boxes/scores/labels lengths differ: 2, 1, 1$"):
+        detections_to_coco_results([out], [{"image_id": 1}], [1])
+
+
+def test_load_results_json_messages(tmp_path) -> None:
+    from detkit.evaluation import load_results_json
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    with pytest.raises(ValueError, match="broken.json is not valid JSON: "):
+        load_results_json(broken)
+    # a dict without "annotations" is simply not a list
+    other = tmp_path / "other.json"
+    other.write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="a COCO results file is a JSON list of detections, "
+                                         "got dict$"):
+        load_results_json(other)
+    ok = tmp_path / "ok.json"
+    ok.write_text('[{"image_id": 1}]')
+    assert load_results_json(ok) == [{"image_id": 1}]

@@ -23,14 +23,15 @@ def _result() -> EvalResult:
     return EvalResult(
         stats=np.zeros(12), metrics=metrics, per_class=per_class, precision=np.zeros(1),
         recall=np.zeros(1), iou_thrs=IOUS, rec_thrs=np.linspace(0, 1, 101), cat_ids=[1, 2],
-        class_names=["cell", "platelet"], area_labels=["all", "small", "tiny"], max_dets=[1, 10],
+        class_names=["cell", "platelet"], area_labels=["all", "small", "tiny"], max_dets=[1, 5, 10],
         backend="pycocotools", num_detections=3, notes=["hello"])
 
 
 def test_summary_table_text() -> None:
     # written out by hand from the format: IoU padded to 9, area right-aligned in 6, maxDets
     # in 3; the headline numbers use the largest limit (10); n/a for NaN; class column as wide
-    # as the longest name ("platelet", 8), numbers right-aligned in 7
+    # as the longest name ("platelet", 8), numbers right-aligned in 7. max_dets is [1, 5, 10]:
+    # the headline lines use 10, not the middle 5
     expected = "\n".join([
         " Average Precision (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 10 ] = 0.500   (AP)",
         " Average Precision (AP) @[ IoU=0.50      | area=   all | maxDets= 10 ] = 0.750   (AP50)",
@@ -67,7 +68,7 @@ def test_to_dict_and_to_json(tmp_path) -> None:
         "AP": 0.5, "AP50": 0.75, "AP75": 0.25, "APs": None, "AR1": 0.125, "AR10": 0.5,
         "ARs": None, "AP_tiny": 1.0, "AR_tiny": 0.0,
         "per_class": {"cell": {"AP": 0.5, "AP50": None}, "platelet": {"AP": 1.0, "AP50": 0.25}},
-        "notes": ["hello"], "backend": "pycocotools", "max_dets": [1, 10], "num_detections": 3,
+        "notes": ["hello"], "backend": "pycocotools", "max_dets": [1, 5, 10], "num_detections": 3,
     }
     assert result.to_dict() == expected
     # the folders are created; the file is indented by 2 and ends with a newline
