@@ -191,7 +191,7 @@ def _extend_target(
     k = len(new_boxes)
     boxes = np.asarray(target.get("boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
     out["boxes"] = np.concatenate([boxes, np.stack(new_boxes)]).astype(np.float32)
-    labels = np.asarray(target.get("labels", np.zeros(0)), dtype=np.int64)
+    labels = np.asarray(target.get("labels", np.zeros(len(boxes))), dtype=np.int64)
     out["labels"] = np.concatenate([labels, np.asarray(new_labels, dtype=np.int64)])
     weights = np.asarray(target.get("weights", np.ones(len(boxes))), dtype=np.float32)
     out["weights"] = np.concatenate([weights, np.ones(k, dtype=np.float32)])

@@ -330,3 +330,179 @@ def test_string_scores_are_refused_not_coerced() -> None:
     det["score"] = "0.9"
     with pytest.raises(ValueError, match="detection 0 has score '0.9' \\(str\\)"):
         evaluate_detections(gt, [det])
+
+
+def test_valid_area_values() -> None:
+    from detkit.evaluation.coco import _valid_area
+
+    # a real number in [0, inf): 0 and ints count; booleans, strings, negatives, inf, NaN not
+    assert _valid_area(0) and _valid_area(0.5) and _valid_area(2500)
+    for bad in (True, False, "3", -1.0, math.inf, math.nan, None):
+        assert not _valid_area(bad), bad
+
+
+def test_option_checks_and_their_messages() -> None:
+    from detkit.evaluation.coco import check_eval_options
+
+    assert check_eval_options((1, 10, 100), {"tiny": (0, 256)}) is None
+    with pytest.raises(ValueError, match=r"max_dets needs 3 limits \(AR1/AR10/AR100 style\)"):
+        check_eval_options((1, 10), None)
+    with pytest.raises(ValueError, match="distinct increasing positive ints"):
+        check_eval_options((0, 10, 100), None)
+    with pytest.raises(ValueError, match="'small' is reserved or not an identifier"):
+        check_eval_options((1, 10, 100), {"small": (0, 10)})
+    with pytest.raises(ValueError, match="'two words' is reserved or not an identifier"):
+        check_eval_options((1, 10, 100), {"two words": (0, 10)})
+    # min == max is an empty range
+    with pytest.raises(ValueError, match=r"'flat' needs 0 <= min < max, got \(5, 5\)"):
+        check_eval_options((1, 10, 100), {"flat": (5, 5)})
+
+
+def test_ground_truth_index_and_messages() -> None:
+    from detkit.evaluation.coco import prepare_ground_truth
+
+    gt = _gt([(1, 1, MEDIUM), (2, 3, SMALL), (2, 1, LARGE)],
+             categories=((1, "cell"), (3, "other")))
+    coco, notes = prepare_ground_truth(gt)
+    assert notes == []
+    # the private copy answers pycocotools' own index queries
+    assert coco.getImgIds(catIds=[1]) == [1, 2] and coco.getImgIds(catIds=[3]) == [2]
+    assert sorted(coco.getAnnIds(imgIds=[2])) == [2, 3]
+    with pytest.raises(ValueError, match="ground truth has no 'images' list"):
+        prepare_ground_truth({"categories": gt["categories"]})
+
+
+def test_bad_detection_boxes_are_refused() -> None:
+    gt = _gt([(1, 1, MEDIUM)])
+    with pytest.raises(ValueError, match=r"detection boxes must be \[x, y, w, h\] numbers"):
+        evaluate_detections(gt, [_det(1, ["a", 0, 1, 1], 0.5)])
+    with pytest.raises(ValueError, match=r"must be \[x, y, w, h\]; got array shape \(1, 3\)"):
+        evaluate_detections(gt, [_det(1, [0, 0, 1], 0.5)])
+
+
+def test_unknown_img_ids_name_the_first_five() -> None:
+    gt = _gt([(1, 1, MEDIUM)])
+    first_five = r"img_ids not in the ground truth: \[91, 92, 93, 94, 95\]$"
+    with pytest.raises(ValueError, match=first_five):
+        evaluate_detections(gt, [], img_ids=[1, 91, 92, 93, 94, 95, 96])
+
+
+def test_notes_keep_ground_truth_repairs_and_name_the_missing_metrics() -> None:
+    # one medium GT box (50 x 50) without 'area', no detections: the repair note, the
+    # no-detection note and the NaN note for the small and large buckets all end up in notes
+    gt = _gt([(1, 1, MEDIUM)])
+    del gt["annotations"][0]["area"]
+    with pytest.warns(EvaluationWarning) as record:
+        result = evaluate_detections(gt, [])
+    assert len(record) == 2
+    assert result.notes == [
+        "1 ground-truth annotations had no 'area'; used bbox w*h",
+        "no detections to evaluate: every AP/AR with ground truth is 0",
+        "no ground truth for APs, APl, ARs, ARl: reported as null/NaN, not -1",
+    ]
+
+
+def test_category_without_a_name_is_called_by_its_id() -> None:
+    gt = _gt([(1, 4, MEDIUM)], categories=((4, "x"),))
+    del gt["categories"][0]["name"]
+    result = evaluate_detections(gt, [_det(1, MEDIUM, 0.9, cat=4)])
+    assert result.class_names == ["4"] and result.per_class["4"]["AP"] == near(1.0)
+
+
+def test_ground_truth_repairs_are_counted_and_applied() -> None:
+    from detkit.evaluation.coco import prepare_ground_truth
+
+    def ann(i, bbox, cat=1, **extra):
+        return {"id": i, "image_id": 1, "category_id": cat, "bbox": bbox, **extra}
+
+    dataset = {
+        "images": [{"id": 1, "width": 640, "height": 480}],
+        "categories": [{"id": 1, "name": "cell"}],
+        # no "annotations" key on purpose first
+    }
+    coco, notes = prepare_ground_truth(dataset)
+    assert notes == [] and coco.anns == {}
+    dataset["annotations"] = [
+        ann(1, [0, 0, 0, 5], area=0.0, iscrowd=0),  # zero width: degenerate
+        ann(2, [0, 0, 5, 0], area=0.0),  # zero height, no iscrowd: degenerate, repaired crowd
+        ann(3, [0, 0, 0.5, 0.5], area=0.25, iscrowd=0),  # small but not degenerate
+        ann(4, [0, 0, 0, 0], area=0.0, iscrowd=1),  # a degenerate crowd region is not counted
+        ann(5, [0, 0, 10, 20], iscrowd=0),  # no area: 10 * 20 = 200
+        ann(6, [0, 0, 10, 20], area=-3.0, iscrowd=0),  # negative area: 200
+        ann(7, [0, 0, 10, 20], area=math.inf, iscrowd=0),  # non-finite area: 200
+        ann(8, [0, 0, 10, 20], area=50.0, iscrowd=0),  # a valid area (e.g. a mask's) is kept
+        ann(9, [0, 0, 10, 20]),  # no area, no iscrowd
+        ann(10, [0, 0, 10, 20], cat=8, area=200.0, iscrowd=0),  # unknown category
+        ann(11, [0, 0, 10, 20], cat=9, area=200.0, iscrowd=0),  # unknown category
+    ]
+    with pytest.warns(EvaluationWarning) as record:
+        coco, notes = prepare_ground_truth(dataset)
+    assert notes == [
+        "2 ground-truth annotations had no 'area'; used bbox w*h",
+        "2 ground-truth annotations had a negative or non-finite 'area' (outside every area "
+        "range, so they would leave every metric); used bbox w*h",
+        "2 ground-truth annotations had no 'iscrowd'; used 0",
+        "2 ground-truth annotations use a category_id missing from 'categories'; they are not "
+        "evaluated",
+        "2 ground-truth boxes have zero width or height: no detection can match them (IoU 0), "
+        "so they count as missed",
+    ]
+    assert len(record) == 5
+    assert [coco.anns[i]["area"] for i in (5, 6, 7, 8, 9)] == [200.0, 200.0, 200.0, 50.0, 200.0]
+    assert coco.anns[2]["iscrowd"] == 0 and coco.anns[9]["iscrowd"] == 0
+    # the caller's dicts are untouched
+    assert "area" not in dataset["annotations"][4] and "iscrowd" not in dataset["annotations"][1]
+
+
+def test_ground_truth_structure_errors() -> None:
+    from detkit.evaluation.coco import load_coco_gt, prepare_ground_truth
+
+    images = [{"id": 1, "width": 640, "height": 480}]
+    cats = [{"id": 1, "name": "cell"}]
+    with pytest.raises(ValueError, match="^ground truth has no categories$"):
+        prepare_ground_truth({"images": images, "categories": []})
+    with pytest.raises(ValueError, match=r"need unique 'id' values \(COCO format\)$"):
+        prepare_ground_truth({"images": images, "categories": cats, "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}] * 2})
+    with pytest.raises(ValueError, match=r"^ground-truth annotation 7 needs bbox \[x, y, w, h\]$"):
+        prepare_ground_truth({"images": images, "categories": cats, "annotations": [
+            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1]}]})
+    with pytest.raises(ValueError, match="^annotation 7 refers to unknown image 99$"):
+        prepare_ground_truth({"images": images, "categories": cats, "annotations": [
+            {"id": 7, "image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1]}]})
+    with pytest.raises(TypeError, match="a path or a dict, got <class 'int'>"):
+        load_coco_gt(42)
+
+
+def test_detection_checks_count_and_name_the_first_bad_one() -> None:
+    from detkit.evaluation.coco import prepare_detections, prepare_ground_truth
+
+    cats = tuple((c, f"c{c}") for c in range(1, 13))  # 12 categories
+    gt, _ = prepare_ground_truth(_gt([(1, 1, MEDIUM)], categories=cats))
+    ok = _det(1, MEDIUM, 0.5)
+    # the second detection has no score
+    with pytest.raises(ValueError, match="^detection 1 has no 'score'"):
+        prepare_detections(gt, [ok, {"image_id": 1, "category_id": 1, "bbox": MEDIUM}], [1])
+    # a NaN score alone; one bad box among two is counted once, at its index
+    with pytest.raises(ValueError, match=r"^1 detections have .* \(first: index 1\)$"):
+        prepare_detections(gt, [ok, _det(1, MEDIUM, float("nan"))], [1])
+    with pytest.raises(ValueError, match=r"^1 detections have .* \(first: index 1\)$"):
+        prepare_detections(gt, [ok, _det(1, [0, 0, float("inf"), 1], 0.5)], [1])
+    with pytest.raises(ValueError, match=r"^1 detections have .* \(first: index 1\)$"):
+        prepare_detections(gt, [ok, _det(1, [0, 0, -1, 1], 0.5)], [1])
+    # zero and sub-pixel sizes are allowed
+    dt, _ = prepare_detections(gt, [ok, _det(1, [0, 0, 0, 0.5], 0.5)], [1])
+    # ids start at 1, image ids stay ints, every detection is iscrowd 0 with area w * h
+    assert sorted(dt.anns) == [1, 2]
+    assert type(dt.anns[1]["image_id"]) is int and type(dt.anns[1]["category_id"]) is int
+    assert [dt.anns[i]["iscrowd"] for i in (1, 2)] == [0, 0]
+    assert dt.anns[1]["area"] == 2500.0 and dt.anns[2]["area"] == 0.0
+    unknown = [_det(i, MEDIUM, 0.5) for i in range(91, 97)]
+    with pytest.raises(ValueError, match=r"not in the ground truth: \[91, 92, 93, 94, 95\] "
+                                         r"\(6 ids\)$"):
+        prepare_detections(gt, unknown, [1])
+    bad_cats = [_det(1, MEDIUM, 0.5, cat=c) for c in range(20, 26)]
+    with pytest.raises(ValueError, match=r"category ids \[20, 21, 22, 23, 24\] that the ground "
+                                         r"truth does not define \(\[1, 2, 3, 4, 5, 6, 7, 8, 9, "
+                                         r"10\]\.\.\.\)"):
+        prepare_detections(gt, bad_cats, [1])

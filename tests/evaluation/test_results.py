@@ -124,3 +124,59 @@ def test_all_gather_across_two_gloo_ranks(tmp_path) -> None:
     for rank in range(2):
         with open(tmp_path / f"rank{rank}.pkl", "rb") as handle:
             assert pickle.load(handle) == expected
+
+
+def test_no_scale_negative_corners_and_the_threshold_itself() -> None:
+    # no img_scale: boxes stay as they are (scale 1); orig_size clips the negative corner to 0
+    # and x2 = 70 to the width 64; a score equal to the threshold is kept, a lower one is not
+    out = _output([[-5.0, -2.0, 70.0, 30.0], [1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 4.0, 4.0]],
+                  [0.5, 0.25, 0.5], [1, 1, 1])
+    target = {"image_id": 3, "orig_size": (48, 64)}
+    results = detections_to_coco_results([out], [target], [1], score_threshold=0.5)
+    assert [r["bbox"] for r in results] == [[0.0, 0.0, 64.0, 30.0], [2.0, 2.0, 2.0, 2.0]]
+    # without orig_size nothing is clipped
+    raw = detections_to_coco_results([out], [{"image_id": 3}], [1])
+    assert raw[0]["bbox"] == [-5.0, -2.0, 75.0, 32.0]
+
+
+def test_label_map_from_a_coco_object() -> None:
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = {"images": [], "annotations": [],
+                    "categories": [{"id": 8, "name": "b"}, {"id": 3, "name": "a"}]}
+    coco.createIndex()
+    assert label_to_category_from_coco(coco) == {1: 3, 2: 8}
+
+
+def test_save_results_json_creates_folders_and_overwrites(tmp_path) -> None:
+    results = [{"image_id": 1, "category_id": 2, "bbox": [0.0, 0.0, 1.0, 1.0], "score": 0.5}]
+    path = save_results_json(results, tmp_path / "a" / "b" / "detections.json")
+    assert path == tmp_path / "a" / "b" / "detections.json"
+    # a second write into the existing folder replaces the file
+    save_results_json(results * 2, path)
+    assert json.loads(path.read_text()) == results * 2
+
+
+def test_length_mismatch_inside_one_output_is_named() -> None:
+    out = {"boxes": torch.zeros((2, 4)), "scores": torch.zeros(1), "labels": torch.ones(1)}
+    with pytest.raises(ValueError, match="^boxes/scores/labels lengths differ: 2, 1, 1$"):
+        detections_to_coco_results([out], [{"image_id": 1}], [1])
+
+
+def test_load_results_json_messages(tmp_path) -> None:
+    from detkit.evaluation import load_results_json
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    with pytest.raises(ValueError, match="broken.json is not valid JSON: "):
+        load_results_json(broken)
+    # a dict without "annotations" is simply not a list
+    other = tmp_path / "other.json"
+    other.write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="a COCO results file is a JSON list of detections, "
+                                         "got dict$"):
+        load_results_json(other)
+    ok = tmp_path / "ok.json"
+    ok.write_text('[{"image_id": 1}]')
+    assert load_results_json(ok) == [{"image_id": 1}]
