@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = read_image_rgb(image_path)
         size = read_test_options(cfg).img_size
-        names = class_names_from_config(cfg)
-        model = load_detector(cfg, checkpoint, len(names), prefer_ema=not args.no_ema).model
+        from detkit.engine.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+        names = class_names_from_config(cfg, ckpt)
+        model = load_detector(cfg, ckpt, len(names), prefer_ema=not args.no_ema).model
         tensor, _ = letterbox_image(image, size)
         layers = args.layers or default_layers(model)
         features = capture_features(model, tensor, layers)

@@ -269,7 +269,8 @@ def _check_images(cfg: Mapping[str, Any], limit: int = 16) -> list[np.ndarray]:
         return []
 
 
-def export_checked(cfg: Mapping[str, Any], checkpoint: str | Path, out: str | Path,
+def export_checked(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str, Any],
+                   out: str | Path,
                    img_size: int | None = None, opset: int = 17,
                    prefer_ema: bool = True) -> tuple[Path, OrtCheck | None]:
     """What ``tools/export.py`` does: load, export with metadata, check with onnxruntime.
@@ -278,10 +279,13 @@ def export_checked(cfg: Mapping[str, Any], checkpoint: str | Path, out: str | Pa
     PyTorch detection), or on a seeded random image when none can be read. Returns the path and
     the check (None without onnxruntime).
     """
+    from detkit.engine.checkpoint import load_checkpoint
     from detkit.engine.inference import class_names_from_config, load_detector, read_test_options
 
     options = read_test_options(cfg)
-    names = class_names_from_config(cfg)
+    if not isinstance(checkpoint, Mapping):
+        checkpoint = load_checkpoint(checkpoint)
+    names = class_names_from_config(cfg, checkpoint)
     size = img_size or options.img_size
     loaded = load_detector(cfg, checkpoint, len(names), "cpu", options, prefer_ema=prefer_ema)
     plain = exportable_copy(loaded.model)

@@ -202,11 +202,13 @@ def _read_categories(ann_file: str | Path) -> list[str]:
     return [str(c.get("name", c["id"])) for c in cats]
 
 
-def class_names_from_config(cfg: Mapping[str, Any]) -> list[str]:
+def class_names_from_config(cfg: Mapping[str, Any],
+                            checkpoint: Mapping[str, Any] | None = None) -> list[str]:
     """Class names (label k -> names[k - 1]) from the first annotation file the config names.
 
     Looks at ``test.ann_file``, ``data.val.ann_file``, ``data.train.ann_file``, then (synthetic
-    data) the generated ``val.json`` or :data:`detkit.data.synthetic.CLASSES`. Only the
+    data) the generated ``val.json`` or :data:`detkit.data.synthetic.CLASSES`, then the
+    ``class_names`` a loaded ``checkpoint`` dict stores (written by the trainer). Only the
     ``categories`` list is read, no image. Raises ValueError when nothing names the classes.
     """
     data = cfg.get("data", {})
@@ -223,8 +225,13 @@ def class_names_from_config(cfg: Mapping[str, Any]) -> list[str]:
         from detkit.data.synthetic import CLASSES
 
         return list(synthetic.get("classes") or CLASSES)
+    stored = (checkpoint or {}).get("class_names") if isinstance(checkpoint, Mapping) else None
+    if stored:
+        return [str(n) for n in stored]
     raise ValueError("cannot find the class names: none of test.ann_file, data.val.ann_file, "
-                     "data.train.ann_file exists")
+                     "data.train.ann_file exists and the checkpoint stores none (checkpoints "
+                     "written before class names were stored); pass an annotation file, e.g. "
+                     "test.ann_file=PATH.json")
 
 
 def load_detector(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str, Any],

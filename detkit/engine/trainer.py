@@ -169,8 +169,17 @@ class Trainer:
                                 if hasattr(self.batch_transform, "state_dict") else None),
             "rng": rng_list,
             "config": self.config,
+            # label k -> class_names[k - 1], so that a checkpoint moved away from its
+            # annotation files still names its classes (None: the data set has no names)
+            "class_names": self._class_names(),
             "torch_version": str(torch.__version__),
         }
+
+    def _class_names(self) -> list[str] | None:
+        from detkit.engine.build import base_dataset
+
+        names = getattr(base_dataset(self.loader.dataset), "class_names", None)
+        return None if names is None else [str(n) for n in names]
 
     def save(self, name: str = "last.pth") -> Path | None:
         """Write ``work_dir/name`` atomically on rank 0 (all ranks must call it)."""

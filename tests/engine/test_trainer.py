@@ -254,3 +254,19 @@ def test_ema_switch_averages_the_trained_weights(tmp_path: Path, tau: float) -> 
     assert any(not torch.allclose(ema[k], w) for k, w in trainer.model.state_dict().items())
     off = tiny_trainer(tmp_path / "off", tiny_config(train={"ema": {"enabled": False}}))
     assert off.ema is None
+
+
+def test_checkpoint_stores_the_class_names_of_the_training_set(tmp_path: Path) -> None:
+    from detkit.engine.inference import class_names_from_config
+
+    trainer = tiny_trainer(tmp_path / "a", tiny_config(schedule={"max_iters": 1}), n=4)
+    assert trainer.checkpoint_dict()["class_names"] is None  # TinyDataset names no classes
+    trainer.loader.dataset.class_names = ("cell", "dot")  # as CocoDetection has them
+    path = trainer.save("named.pth")
+    ckpt = load_checkpoint(path)
+    assert ckpt["class_names"] == ["cell", "dot"]
+    # a config whose annotation files are gone still gets the names from the checkpoint
+    moved = {"data": {"val": {"ann_file": str(tmp_path / "gone.json")}}}
+    assert class_names_from_config(moved, ckpt) == ["cell", "dot"]
+    with pytest.raises(ValueError, match="test.ann_file=PATH.json"):
+        class_names_from_config(moved, {**ckpt, "class_names": None})

@@ -333,7 +333,7 @@ def test_string_scores_are_refused_not_coerced() -> None:
 
 
 def test_valid_area_values() -> None:
-    from detkit.evaluation.coco import _valid_area
+    from detkit.evaluation.coco_inputs import _valid_area
 
     # a real number in [0, inf): 0 and ints count; booleans, strings, negatives, inf, NaN not
     assert _valid_area(0) and _valid_area(0.5) and _valid_area(2500)
@@ -359,7 +359,7 @@ def test_option_checks_and_their_messages() -> None:
 
 
 def test_ground_truth_index_and_messages() -> None:
-    from detkit.evaluation.coco import prepare_ground_truth
+    from detkit.evaluation.coco_inputs import prepare_ground_truth
 
     gt = _gt([(1, 1, MEDIUM), (2, 3, SMALL), (2, 1, LARGE)],
              categories=((1, "cell"), (3, "other")))
@@ -410,7 +410,7 @@ def test_category_without_a_name_is_called_by_its_id() -> None:
 
 
 def test_ground_truth_repairs_are_counted_and_applied() -> None:
-    from detkit.evaluation.coco import prepare_ground_truth
+    from detkit.evaluation.coco_inputs import prepare_ground_truth
 
     def ann(i, bbox, cat=1, **extra):
         return {"id": i, "image_id": 1, "category_id": cat, "bbox": bbox, **extra}
@@ -455,7 +455,7 @@ def test_ground_truth_repairs_are_counted_and_applied() -> None:
 
 
 def test_ground_truth_structure_errors() -> None:
-    from detkit.evaluation.coco import load_coco_gt, prepare_ground_truth
+    from detkit.evaluation.coco_inputs import load_coco_gt, prepare_ground_truth
 
     images = [{"id": 1, "width": 640, "height": 480}]
     cats = [{"id": 1, "name": "cell"}]
@@ -475,7 +475,7 @@ def test_ground_truth_structure_errors() -> None:
 
 
 def test_detection_checks_count_and_name_the_first_bad_one() -> None:
-    from detkit.evaluation.coco import prepare_detections, prepare_ground_truth
+    from detkit.evaluation.coco_inputs import prepare_detections, prepare_ground_truth
 
     cats = tuple((c, f"c{c}") for c in range(1, 13))  # 12 categories
     gt, _ = prepare_ground_truth(_gt([(1, 1, MEDIUM)], categories=cats))
