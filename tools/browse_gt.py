@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary.marks_drawn} dropped or clipped box(es) marked on "
           f"{summary.marked_images} of them"
           + ("" if report.is_file() else " (no conversion report)"))
+    if summary.marked_images:  # drawn first, so the first pictures of the list
+        names = ", ".join(Path(p).name for p in summary.pictures[: summary.marked_images])
+        print(f"marked: {names}")
     return 0
 
 

@@ -71,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval_{split}"
-    dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw,
-                            full_decode=cfg["data"]["full_decode"])
+    try:
+        dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw,
+                                full_decode=cfg["data"]["full_decode"])
+    except (FileNotFoundError, ValueError) as err:  # a missing or invalid annotation file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         loaded = load_detector(cfg, args.checkpoint, dataset.num_classes,
                                resolve_device(cfg["device"]), options, prefer_ema=not args.no_ema)

@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="module names to draw (default: backbone, neck, rpn.head)")
     parser.add_argument("--channels", type=int, default=7, help="channels drawn per map")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not EMA")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,8 @@ def test_tool_finds_the_report_beside_the_annotations(tmp_path: Path, capsys) ->
     spec.loader.exec_module(tool)
     ann = _dataset(tmp_path / "data")
     assert tool.main([str(ann), "--out", str(tmp_path / "o")]) == 0
-    assert "2 images drawn" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 images drawn" in out
+    assert "marked: 000002_b.png" in out  # image 2 holds the marks; named <id>_<name>
     assert tool.main([str(tmp_path / "missing.json")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -146,6 +146,11 @@ def test_raw_weights_and_config_errors(tmp_path: Path) -> None:
     assert "0 detections" in out
     code, _, err = _run(tool, str(config), str(ckpt), "data.img_size=big")
     assert code == 2 and "'data.img_size' expects int, got str 'big'" in err
+    # an annotation file that is not there: one line naming it, no traceback
+    gone = tmp_path / "gone.json"
+    code, _, err = _run(tool, str(config), str(ckpt), f"test.ann_file={gone}")
+    assert code == 2 and str(gone) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_pyramid_options_from_the_test_section(tmp_path: Path) -> None:
