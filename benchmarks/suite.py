@@ -68,7 +68,7 @@ from suite_measure import (  # noqa: E402
     read_log,
 )
 from suite_rows import NMS_KINDS, Row, find_row  # noqa: E402
-from suite_store import check_kept_fold, compact, write_dets  # noqa: E402
+from suite_store import check_kept_fold, compact, json_safe, write_dets  # noqa: E402
 
 RESULTS_DIR = Path("benchmarks") / "results"
 WORK_ROOT = Path("work_dirs") / "bench"
@@ -312,6 +312,7 @@ def run_fold(ctx: Context, name: str, seed: int, fold: int) -> Path:
               "load_avg": os.getloadavg()[0],
               "torch": str(torch.__version__), "threads": torch.get_num_threads()}
     path.parent.mkdir(parents=True, exist_ok=True)
+    result["config"] = json_safe(result["config"])  # SNIP's open ranges: "inf" strings
     path.write_text(json.dumps(result, indent=1, allow_nan=False, default=str) + "\n")
     print(f"wrote {path}", flush=True)
     return path

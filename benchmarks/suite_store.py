@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,22 @@ def compact(dets: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for d in dets]
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as the string "inf", "-inf" or "nan", so that
+    strict JSON can hold a config with an open range (e.g. SNIP's ``[24, .inf]``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _plain(config: Mapping[str, Any]) -> Any:
-    """The config as JSON would give it back (tuples as lists), for a like-for-like diff."""
-    return json.loads(json.dumps(config, default=str))
+    """The config as strict JSON would give it back (tuples as lists, non-finite floats as
+    strings, :func:`json_safe`), for a like-for-like diff."""
+    return json.loads(json.dumps(json_safe(config), default=str))
 
 
 def _leaves(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

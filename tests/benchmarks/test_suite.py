@@ -158,6 +158,19 @@ def test_stale_keys_compare_only_what_the_row_sets() -> None:
                                                                            "model.y"]
 
 
+def test_open_ranges_are_kept_as_strict_json_and_compare_equal() -> None:
+    inf = float("inf")
+    cfg = {"data": {"multiscale": {"valid_ranges": [[24.0, inf], (0.0, -inf)]}}, "x": 1.5}
+    safe = store.json_safe(cfg)
+    assert safe == {"data": {"multiscale": {"valid_ranges": [[24.0, "inf"], [0.0, "-inf"]]}},
+                    "x": 1.5}
+    assert store.json_safe({"v": float("nan")}) == {"v": "nan"}
+    text = json.dumps(safe, allow_nan=False)  # what the result writer does: no error
+    # a fold stored that way is not stale against the same config asked again
+    assert store.stale_keys(json.loads(text), cfg) == []
+    assert store.stale_keys(json.loads(text), {"x": 2.0}) == ["x"]
+
+
 def test_seconds_per_iteration_from_a_log(tmp_path: Path) -> None:
     log = tmp_path / "log.jsonl"
     times = [0.0, 2.0, 2.5, 3.0, 3.5, 4.0, 4.6, 5.0, 5.5]  # steps 2, .5, .5, .5, .5, .6, .4, .5
