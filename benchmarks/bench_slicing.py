@@ -38,10 +38,24 @@ from latency_parts import SUITE_CHECKPOINTS
 FOLDS = SUITE_CHECKPOINTS.parent / "folds_k3"
 
 
+class _Timed:
+    """A predictor that records the seconds of every ``predict`` call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.seconds = inner, []
+
+    def predict(self, images: Any) -> Any:
+        start = time.perf_counter()
+        out = self.inner.predict(images)
+        self.seconds.append(time.perf_counter() - start)
+        return out
+
+
 def predict_fold(folder: Path, ann_file: Path, img_dir: Path, mode: str, args: Any
                  ) -> tuple[list[dict[str, Any]], list[float]]:
     """COCO results of one fold's checkpoint on its held-out images, and seconds per image."""
     from detkit.data.coco import CocoDetection
+    from detkit.engine.evaluate import predict_dataset
     from detkit.engine.inference import Predictor, keep_raw, load_detector, read_test_options
 
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
@@ -49,21 +63,10 @@ def predict_fold(folder: Path, ann_file: Path, img_dir: Path, mode: str, args: A
     dataset = CocoDetection(ann_file, img_dir, transforms=keep_raw)
     loaded = load_detector(cfg, folder / "last.pth", dataset.num_classes, "cpu", options)
     sizes = args.pyramid if mode == "pyramid" else [options.img_size]
-    predictor: Any = Predictor(loaded.model, sizes, device=loaded.device)
-    if mode == "sliced":
-        predictor = predictor.with_tiles(args.tile, args.overlap)
-    from detkit.evaluation import detections_to_coco_results
-
-    results: list[dict[str, Any]] = []
-    seconds: list[float] = []
-    for i in range(len(dataset)):
-        image, target = dataset[i]
-        start = time.perf_counter()
-        det = predictor.predict([image])[0]
-        seconds.append(time.perf_counter() - start)
-        meta = {"image_id": target["image_id"], "img_scale": 1.0, "orig_size": image.shape[:2]}
-        results.extend(detections_to_coco_results([det], [meta], dataset.label_to_cat_id))
-    return results, seconds
+    predictor = Predictor(loaded.model, sizes, device=loaded.device)
+    timed = _Timed(predictor.with_tiles(args.tile if mode == "sliced" else None, args.overlap))
+    results = predict_dataset(timed, dataset, batch_size=1)  # one image per call: its time
+    return results, timed.seconds
 
 
 def main() -> None:

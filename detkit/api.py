@@ -11,7 +11,7 @@ and returns one :class:`Prediction` per image.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -168,7 +168,7 @@ class Detector:
                     device: str | None = None, prefer_ema: bool = True) -> Detector:
         """A detector of the resolved config ``cfg`` with the weights of ``checkpoint``
         (a path or a loaded checkpoint dict)."""
-        from detkit.engine.checkpoint import load_checkpoint
+        from detkit.engine.checkpoint import as_checkpoint
         from detkit.engine.distributed import resolve_device
         from detkit.engine.inference import (
             class_names_from_config,
@@ -177,8 +177,7 @@ class Detector:
         )
 
         options = read_test_options(cfg)
-        if not isinstance(checkpoint, Mapping):
-            checkpoint = load_checkpoint(checkpoint)
+        checkpoint = as_checkpoint(checkpoint)
         names = class_names_from_config(cfg, checkpoint)
         loaded = load_detector(cfg, checkpoint, len(names),
                                resolve_device(device or cfg["device"]), options,

@@ -85,11 +85,9 @@ def config_for_checkpoint(checkpoint: str | Path | Mapping[str, Any],
     """
     if config is not None:
         return load_config(resolve_config_path(config), overrides)
-    if isinstance(checkpoint, Mapping):
-        return config_from_checkpoint(checkpoint, overrides)
-    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.engine.checkpoint import as_checkpoint
 
-    return config_from_checkpoint(load_checkpoint(checkpoint), overrides)
+    return config_from_checkpoint(as_checkpoint(checkpoint), overrides)
 
 
 def split_cli_inputs(items: Iterable[str], n_paths: int

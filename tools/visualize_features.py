@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = read_image_rgb(image_path)
         size = read_test_options(cfg).img_size
-        from detkit.engine.checkpoint import load_checkpoint
+        from detkit.engine.checkpoint import as_checkpoint
 
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = as_checkpoint(checkpoint)
         names = class_names_from_config(cfg, ckpt)
         model = load_detector(cfg, ckpt, len(names), prefer_ema=not args.no_ema).model
         tensor, _ = letterbox_image(image, size)

@@ -87,6 +87,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def as_checkpoint(checkpoint: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A loaded checkpoint dict as it is, a path through :func:`load_checkpoint`."""
+    return checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+
+
 def capture_rng_state(loader_state: torch.Tensor | None = None) -> dict[str, Any]:
     """RNG states of python, numpy, torch (CPU and CUDA), plus a DataLoader generator state.
 

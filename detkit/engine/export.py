@@ -279,12 +279,11 @@ def export_checked(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str,
     PyTorch detection), or on a seeded random image when none can be read. Returns the path and
     the check (None without onnxruntime).
     """
-    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.engine.checkpoint import as_checkpoint
     from detkit.engine.inference import class_names_from_config, load_detector, read_test_options
 
     options = read_test_options(cfg)
-    if not isinstance(checkpoint, Mapping):
-        checkpoint = load_checkpoint(checkpoint)
+    checkpoint = as_checkpoint(checkpoint)
     names = class_names_from_config(cfg, checkpoint)
     size = img_size or options.img_size
     loaded = load_detector(cfg, checkpoint, len(names), "cpu", options, prefer_ema=prefer_ema)

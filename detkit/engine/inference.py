@@ -225,7 +225,7 @@ def class_names_from_config(cfg: Mapping[str, Any],
         from detkit.data.synthetic import CLASSES
 
         return list(synthetic.get("classes") or CLASSES)
-    stored = (checkpoint or {}).get("class_names") if isinstance(checkpoint, Mapping) else None
+    stored = checkpoint.get("class_names") if checkpoint else None
     if stored:
         return [str(n) for n in stored]
     raise ValueError("cannot find the class names: none of test.ann_file, data.val.ann_file, "
@@ -245,9 +245,9 @@ def load_detector(cfg: Mapping[str, Any], checkpoint: str | Path | Mapping[str, 
     checkpoint's tensors do not fit the model built from the config.
     """
     from detkit.engine.build import build_model_from_cfg
-    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.engine.checkpoint import as_checkpoint
 
-    ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     state, source = state_dict_from_checkpoint(ckpt, prefer_ema)
     model = build_model_from_cfg(cfg["model"], num_classes)
     try:
