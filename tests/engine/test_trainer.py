@@ -25,8 +25,10 @@ REPO = HERE.parents[1]
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path[:0] = [{repo!r}, {here!r}]
+    import torch
     import _tiny
     work_dir, kill_at = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(int(sys.argv[3]))  # the parent's count: same float rounding
     trainer = _tiny.tiny_trainer(work_dir, _tiny.tiny_config())
     def after_step(losses):
         if trainer.state.global_iter == kill_at:
@@ -37,7 +39,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(script: Path, work_dir: Path, kill_at: int) -> int:
-    proc = subprocess.run([sys.executable, str(script), str(work_dir), str(kill_at)],
+    # the subprocess runs with this process's thread count, whatever an earlier test set it to
+    # (another thread count changes the float sums, and so the losses)
+    proc = subprocess.run([sys.executable, str(script), str(work_dir), str(kill_at),
+                           str(torch.get_num_threads())],
                           capture_output=True, text=True, timeout=60)
     if proc.returncode not in (0, -9):
         raise AssertionError(proc.stderr[-2000:])
