@@ -163,12 +163,17 @@ def scaling(counts: list[int], args: argparse.Namespace) -> dict[str, dict[int, 
             line.append(f"{name} {out[name][count]:.2f} s"
                         f"{'' if same else ' (stats DIFFER)'}")
         print(f"{count} images, {len(dets)} detections: " + ", ".join(line), flush=True)
+        if args.json:  # after every count, so a run stopped by a time limit keeps its figures
+            from curves import write_json
+
+            write_json(args.json, {"dets_per_image": args.dets, "runs": args.runs,
+                                   "seconds": out})
     return out
 
 
 def scaling_report(out: dict[str, dict[int, float]], args: argparse.Namespace) -> None:
-    """Table of seconds and ratios to pycocotools per image count; plot and JSON on request."""
-    from curves import growth, plot_curves, write_json
+    """Table of seconds and ratios to pycocotools per image count; plot on request."""
+    from curves import growth, plot_curves
 
     peer = out["pycocotools COCOeval (peer)"]
     print(f"\nEvaluation time vs image count ({args.dets} detections / image, "
@@ -181,9 +186,6 @@ def scaling_report(out: dict[str, dict[int, float]], args: argparse.Namespace) -
     if args.plot:
         plot_curves(out, args.plot, "images (synthetic, ~10 GT / 100 detections each)",
                     "seconds per evaluation (median)", "COCO evaluation time vs image count")
-    if args.json:
-        write_json(args.json, {"dets_per_image": args.dets, "runs": args.runs,
-                               "seconds": out})
 
 
 def median_time(fn: Callable[[], np.ndarray], runs: int) -> tuple[float, np.ndarray]:
