@@ -13,13 +13,15 @@
 #   loader        bench_loader_workers.py  loader images/s vs workers 0, 1, 2, 4
 #   eval          bench_eval.py --counts evaluation time vs 500-5000 images
 #   nms_scaling   bench_nms_scaling.py   (optional, only with time left) NMS ms vs box count
+#   train_profile profile_train_step.py  (optional, only with time left) phases of one
+#                                        ThunderNet-lite training step
 # Logs and JSON go to benchmarks/results/perf/, plots to docs/img/. A part that fails or
 # runs out of time is reported and the next one starts; the whole run stops new parts at
 # BUDGET seconds (780 = 13 minutes) and cuts the running one off there.
 #
 # Estimated duration on the idle 2-core machine: about 9 minutes (latency ~50 s, size ~40 s,
 # nms_bccd ~20 s, predict ~35 s, train ~50 s, loader ~45 s, eval ~4.3 min, nms_scaling
-# ~40 s), scaled from smoke runs with tiny settings at high priority (GEMM rate 62 GFLOP/s,
+# ~40 s, train_profile ~30 s), scaled from smoke runs with tiny settings at high priority (GEMM rate 62 GFLOP/s,
 # close to the idle machine's).
 #
 # Usage (from anywhere):
@@ -29,6 +31,7 @@
 #   PYTHON    interpreter (default: <repo>/.venv/bin/python)
 #   CKPT_DIR  trained BCCD rows, <row>_s0_f0/last.pth (default: <repo>/work_dirs/bench/bccd/k3_2min)
 #   ANN_FILE  BCCD test split as COCO JSON (default: <repo>/data/bccd/test.json)
+#   DATA_ROOT folder the checkpoints' config data paths are relative to (default: CKPT_DIR/../../../..)
 #   QUICK=1   tiny settings, output to a temporary folder (a check that every part runs)
 #   BUDGET    seconds for the whole run (default 780)
 #   NICE      command prefix for every part, e.g. "nice -n -15"
@@ -39,6 +42,7 @@ cd "$REPO" || exit 2
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 CKPT_DIR="${CKPT_DIR:-$REPO/work_dirs/bench/bccd/k3_2min}"
 ANN_FILE="${ANN_FILE:-$REPO/data/bccd/test.json}"
+DATA_ROOT="${DATA_ROOT:-$CKPT_DIR/../../../..}"
 BUDGET="${BUDGET:-780}"
 NICE="${NICE:-}"
 export OMP_WAIT_POLICY=PASSIVE  # before torch is imported: no spinning OpenMP threads
@@ -58,12 +62,13 @@ if [ "${QUICK:-0}" = 1 ]; then
   LATENCY=(--runs 2 --images 2); SIZE=(--runs 1 --images 1 --sizes 320 480)
   PREDICT=(--images 8 --rounds 1); TRAIN=(--train-steps 1)
   LOADER=(--workers 0 1 --runs 1 --images 16); EVAL=(--counts 20 40 --runs 1)
-  NMS_SCALING=(--counts 500 1000 --repeats 1 --soft-max 500)
+  NMS_SCALING=(--counts 500 1000 --repeats 1 --soft-max 500); PROFILE=(--steps 1 --warmup 1)
 else
   LATENCY=(--runs 20 --images 8); SIZE=(--runs 12 --images 4 --sizes 320 480 640 960)
   PREDICT=(--images 32 --rounds 3); TRAIN=(--train-steps 6)
   LOADER=(--workers 0 1 2 4 --runs 3 --images 96); EVAL=(--counts 500 1000 2000 5000 --runs 1)
   NMS_SCALING=(--counts 1000 2000 5000 10000 20000 --repeats 3 --soft-max 2000)
+  PROFILE=(--steps 8 --warmup 2)
 fi
 
 START=$SECONDS
@@ -75,7 +80,7 @@ run_part() {
   local name=$1 limit=$2 min_left=$3; shift 3
   local left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt "$min_left" ]; then
-    SUMMARY+=("$(printf '%-12s skipped (%ss of the budget left)' "$name" "$left")")
+    SUMMARY+=("$(printf '%-14s skipped (%ss of the budget left)' "$name" "$left")")
     return
   fi
   [ "$limit" -gt "$left" ] && limit=$left
@@ -87,7 +92,7 @@ run_part() {
   local state=ok
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then state="TIMED OUT"; elif [ "$rc" != 0 ]; then
     state="FAILED (exit $rc)"; fi
-  SUMMARY+=("$(printf '%-12s %-18s %4ss  %s' "$name" "$state" "$((SECONDS - begin))" \
+  SUMMARY+=("$(printf '%-14s %-18s %4ss  %s' "$name" "$state" "$((SECONDS - begin))" \
     "$OUT/$name.log")")
 }
 
@@ -110,6 +115,9 @@ run_part eval 360 120 benchmarks/bench_eval.py "${EVAL[@]}" \
   --plot "$IMG/eval_scaling.png" --json "$OUT/eval_scaling.json"
 run_part nms_scaling 90 60 benchmarks/bench_nms_scaling.py "${NMS_SCALING[@]}" \
   --plot "$IMG/nms_scaling.png" --json "$OUT/nms_scaling.json"
+run_part train_profile 60 45 benchmarks/profile_train_step.py "${PROFILE[@]}" \
+  --config "$CKPT_DIR/thundernet_full_s0_f0/config.yaml" --data-root "$DATA_ROOT" \
+  --json "$OUT/train_profile.json"
 
 echo
 echo "=== summary: $((SECONDS - START)) s, load average now $(cut -d' ' -f1-3 /proc/loadavg)"
