@@ -29,11 +29,13 @@ def growth(values: Mapping[float, float]) -> float:
 
 def plot_curves(curves: Curves, path: Path, xlabel: str, ylabel: str, title: str,
                 logx: bool = True, logy: bool = True) -> Path:
-    """Draw each series of ``curves`` as a marked line (names with "peer" dashed) to ``path``."""
+    """Draw each series of ``curves`` as a marked line (names with "peer" dashed) to ``path``;
+    the x ticks are the measured x values."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, values in curves.items():
@@ -44,6 +46,10 @@ def plot_curves(curves: Curves, path: Path, xlabel: str, ylabel: str, title: str
                 linestyle="--" if "peer" in name else "-")
     if logx:
         ax.set_xscale("log")
+    ticks = sorted({x for values in curves.values() for x in values})
+    if ticks:  # the measured x values as plain numbers, not 4 x 10^2
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
