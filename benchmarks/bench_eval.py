@@ -164,7 +164,7 @@ def scaling(counts: list[int], args: argparse.Namespace) -> dict[str, dict[int, 
                         f"{'' if same else ' (stats DIFFER)'}")
         print(f"{count} images, {len(dets)} detections: " + ", ".join(line), flush=True)
         if args.json:  # after every count, so a run stopped by a time limit keeps its figures
-            from curves import write_json
+            from latency_parts import write_json
 
             write_json(args.json, {"dets_per_image": args.dets, "runs": args.runs,
                                    "seconds": out})
@@ -173,7 +173,7 @@ def scaling(counts: list[int], args: argparse.Namespace) -> dict[str, dict[int, 
 
 def scaling_report(out: dict[str, dict[int, float]], args: argparse.Namespace) -> None:
     """Table of seconds and ratios to pycocotools per image count; plot on request."""
-    from curves import growth, plot_curves
+    from latency_parts import growth, plot_curves
 
     peer = out["pycocotools COCOeval (peer)"]
     print(f"\nEvaluation time vs image count ({args.dets} detections / image, "

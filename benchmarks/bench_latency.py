@@ -38,13 +38,13 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curves import write_json  # noqa: E402
 from latency_parts import (  # noqa: E402
     BCCD_TEST,
     SUITE_CHECKPOINTS,
     count_macs,
     gemm_gflops,
     split_times,
+    write_json,  # noqa: E402
 )
 
 CKPT_DIR = SUITE_CHECKPOINTS

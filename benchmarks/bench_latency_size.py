@@ -28,8 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_latency import PEER, bccd_images, load_row, ssdlite  # noqa: E402
-from curves import growth, plot_curves, write_json  # noqa: E402
-from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS, split_times  # noqa: E402
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS, growth, plot_curves, split_times, write_json  # noqa: E402  # noqa: E402
 
 SIZES = (320, 480, 640, 960)
 

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_data import BASE_CFG, INPUT_SIZE, bccd_root, time_per_image  # noqa: E402
-from curves import plot_curves, write_json  # noqa: E402
+from latency_parts import plot_curves, write_json  # noqa: E402
 
 from detkit.data.collate import collate_detection  # noqa: E402
 

@@ -39,8 +39,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curves import write_json  # noqa: E402
-from latency_parts import count_macs  # noqa: E402
+from latency_parts import count_macs, write_json  # noqa: E402
 
 from detkit.models.detectors.thundernet import ThunderNet, thundernet_lite  # noqa: E402
 

@@ -30,8 +30,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curves import plot_curves, write_json  # noqa: E402
-from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS  # noqa: E402
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS, plot_curves, write_json  # noqa: E402  # noqa: E402
 
 from detkit.ops import cluster_nms, diou_nms, nms, soft_nms  # noqa: E402
 

@@ -23,8 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning
 
 import torch
 import yaml
-from curves import write_json
-from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS, write_json
 
 SETTINGS = {  # name: (batch size, workers, runtime)
     "one at a time (peer)": (1, 0, "torch"),

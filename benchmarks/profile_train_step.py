@@ -33,8 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curves import write_json  # noqa: E402
-from latency_parts import network_modules, timed_modules  # noqa: E402
+from latency_parts import (  # noqa: E402
+    network_modules,
+    timed_modules,
+    write_json,  # noqa: E402
+)
 
 PHASES = ("loader wait", "to device", "network forward", "targets + losses",
           "loss sum + isfinite().item()", "zero_grad", "backward", "clip grad norm (float)",

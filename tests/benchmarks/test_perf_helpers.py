@@ -25,7 +25,7 @@ def _module(name: str):  # type: ignore[no-untyped-def]
     return module
 
 
-curves = _module("curves")
+curves = _module("latency_parts")
 
 
 def test_growth_is_last_over_first_by_x() -> None:
