@@ -9,7 +9,14 @@ copies of the ground truth plus random boxes). Times the median of several runs 
 and checks that the 12 numbers are identical (pycocotools' -1 counts as detkit's NaN).
 Target: detkit <= 0.25x pycocotools' time (goal 0.15x). Exit status 1 when it is missed.
 
+``--counts N [N ...]`` times the growth with the image count instead (same synthetic
+input per count, the evaluators taking turns run by run, medians): detkit against
+pycocotools and, when detkit's "auto" backend is faster-coco-eval, against that package's
+own plain recipe (its COCO + ``COCOeval_faster``), so detkit's overhead over the library it
+calls is visible. ``--plot PNG`` draws the curves, ``--json PATH`` writes them.
+
 Usage: python benchmarks/bench_eval.py [--images 500] [--dets 100] [--runs 3] [--compare-backends]
+       python benchmarks/bench_eval.py --counts 500 1000 2000 5000 [--runs 1] [--plot P] [--json J]
 """
 
 from __future__ import annotations
@@ -19,12 +26,17 @@ import contextlib
 import copy
 import gc
 import io
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP waits
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -82,6 +94,100 @@ def plain_pycocotools(coco_gt: COCO, dets: list[dict]) -> np.ndarray:
     return np.asarray(evaluator.stats, dtype=np.float64)
 
 
+def fresh(dets: list[dict]) -> list[dict]:
+    """A copy of ``dets`` that ``loadRes`` may write into (new dicts and bbox lists)."""
+    return [dict(d, bbox=list(d["bbox"])) for d in dets]
+
+
+def faster_coco(dataset: dict) -> object:
+    """faster-coco-eval's own COCO object around a deep copy of ``dataset``."""
+    from faster_coco_eval import COCO as FasterCOCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return FasterCOCO(copy.deepcopy(dataset))
+
+
+def plain_faster(coco_gt: object, dets: list[dict]) -> np.ndarray:
+    """faster-coco-eval's own recipe: loadRes + COCOeval_faster evaluate / accumulate /
+    summarize on its COCO object; returns stats."""
+    from faster_coco_eval import COCOeval_faster
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(dets), "bbox",  # type: ignore[attr-defined]
+                                    print_function=lambda *_a, **_k: None)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return np.asarray(evaluator.stats, dtype=np.float64)
+
+
+def scaling(counts: list[int], args: argparse.Namespace) -> dict[str, dict[int, float]]:
+    """Seconds per evaluator and image count (median of ``args.runs``, turns taken per run).
+
+    Every evaluator gets the ground truth already indexed (each its own COCO object, built
+    untimed, as in :func:`main`) and the same detections (fresh copies where ``loadRes``
+    writes into them).
+    """
+    auto = resolve_backend("auto")
+    peer = "pycocotools COCOeval (peer)"
+    out: dict[str, dict[int, float]] = {}
+    for n, count in enumerate(sorted(counts)):
+        gt, dets = synthetic_case(count, args.dets, args.gt, args.classes, args.seed)
+        peer_gt, detkit_gt = coco_from(gt), coco_from(gt)
+        kinds: dict[str, Callable[[], np.ndarray]] = {
+            peer: lambda c=peer_gt, d=dets: plain_pycocotools(c, fresh(d)),
+            f"detkit evaluate_detections ({auto})":
+                lambda c=detkit_gt, d=dets: evaluate_detections(c, d, backend=auto).stats,
+        }
+        if auto == "faster_coco_eval":
+            faster_gt = faster_coco(gt)
+            kinds["faster-coco-eval COCOeval_faster"] = (
+                lambda c=faster_gt, d=dets: plain_faster(c, fresh(d)))
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        stats: dict[str, np.ndarray] = {}
+        warmup = 1 if n == 0 else 0  # imports and first-call costs, once
+        for run in range(args.runs + warmup):
+            for name, fn in kinds.items():
+                gc.collect()
+                start = time.perf_counter()
+                stats[name] = fn()
+                if run >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        ref = stats[peer]
+        expected = np.where(ref == -1, np.nan, ref)
+        line = []
+        for name in kinds:
+            out.setdefault(name, {})[count] = statistics.median(times[name])
+            same = np.allclose(np.where(stats[name] == -1, np.nan, stats[name]), expected,
+                               atol=1e-6, equal_nan=True)
+            line.append(f"{name} {out[name][count]:.2f} s"
+                        f"{'' if same else ' (stats DIFFER)'}")
+        print(f"{count} images, {len(dets)} detections: " + ", ".join(line), flush=True)
+        if args.json:  # after every count, so a run stopped by a time limit keeps its figures
+            from latency_parts import write_json
+
+            write_json(args.json, {"dets_per_image": args.dets, "runs": args.runs,
+                                   "seconds": out})
+    return out
+
+
+def scaling_report(out: dict[str, dict[int, float]], args: argparse.Namespace) -> None:
+    """Table of seconds and ratios to pycocotools per image count; plot on request."""
+    from latency_parts import growth, plot_curves
+
+    peer = out["pycocotools COCOeval (peer)"]
+    print(f"\nEvaluation time vs image count ({args.dets} detections / image, "
+          f"median of {args.runs}, load average {os.getloadavg()[0]:.2f})")
+    print(f"{'evaluator':44s} " + " ".join(f"{c:>14d}" for c in sorted(peer)) + "  growth")
+    for name, values in out.items():
+        cells = " ".join(f"{values[c]:7.2f} ({values[c] / peer[c]:.2f}x)" for c in sorted(peer))
+        print(f"{name:44s} {cells}  {growth(values):.1f}x")
+    print(f"images: {max(peer) / min(peer):.1f}x; in brackets x pycocotools")
+    if args.plot:
+        plot_curves(out, args.plot, "images (synthetic, ~10 GT / 100 detections each)",
+                    "seconds per evaluation (median)", "COCO evaluation time vs image count")
+
+
 def median_time(fn: Callable[[], np.ndarray], runs: int) -> tuple[float, np.ndarray]:
     """Median wall time of ``runs`` calls after one warm-up call; returns (seconds, stats)."""
     stats = fn()
@@ -105,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-backends", action="store_true",
                         help="also time detkit with backend='pycocotools'")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--counts", type=int, nargs="+", default=None,
+                        help="time the growth over these image counts instead")
+    parser.add_argument("--plot", type=Path, default=None, help="--counts: curves PNG")
+    parser.add_argument("--json", type=Path, default=None, help="--counts: figures JSON")
     args = parser.parse_args(argv)
+    if args.counts:
+        scaling_report(scaling(args.counts, args), args)
+        return 0
 
     gt, dets = synthetic_case(args.images, args.dets, args.gt, args.classes, args.seed)
     print(f"{args.images} images, {len(gt['annotations'])} GT boxes, {len(dets)} detections, "

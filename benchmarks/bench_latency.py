@@ -3,14 +3,15 @@
 Every figure is printed against SSDlite measured in the same run (models take turns call by
 call, so load from other processes hits them alike), with the 1-minute load average:
 
-- ThunderNet-lite (``thundernet_full``, ``tn_no_cem``) and torchvision Faster R-CNN
-  (``fasterrcnn_mbv3``) load their trained BCCD checkpoints (``--ckpt-dir``,
-  ``<row>_s0_f0/last.pth``); SSDlite (``ssdlite320_mobilenet_v3_large``, 3 BCCD classes)
-  and the dense detector (SNet49 + SSH) have no trained checkpoint, so their
-  post-processing is capped at a realistic candidate count (SSDlite: 100 per class,
-  torchvision's ``topk_candidates``; dense: 100 per level) instead of letting thousands of
-  random-weight candidates into NMS. Each call runs on the next of ``--images`` BCCD test
-  images, letterboxed to 320.
+- ThunderNet-lite (``thundernet_full``, ``tn_no_cem``), torchvision Faster R-CNN
+  (``fasterrcnn_mbv3``), SSDlite (``ssdlite``, ``ssdlite320_mobilenet_v3_large``) and the
+  dense detector (``dense_anchors_off``, SNet49 + FPN) load their trained BCCD checkpoints
+  (``--ckpt-dir``, ``<row>_s0_f0/last.pth``). SSDlite's NMS gets 100 candidates per class
+  (torchvision's ``topk_candidates``, 300 by default) so that its NMS input is in line with
+  the other models'. A row without a checkpoint falls back to random weights (SSDlite: 100
+  candidates per class; dense: SNet49 + SSH of ``configs/bench/dense_ssh.yaml``, 100 per
+  level), so random-weight candidates do not flood NMS. Each call runs on the next of
+  ``--images`` BCCD test images, letterboxed to 320.
 - Each row splits the call into network (backbone, neck, heads, RoI pooling) and the
   rest (proposal / final NMS, decoding, thresholds, Python), see ``latency_parts.py``.
 - Runtimes: eager PyTorch, BatchNorm folded (``detkit.models.fuse``), onnxruntime (the
@@ -24,7 +25,6 @@ Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_latency.py [--threads 2] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -44,11 +44,14 @@ from latency_parts import (  # noqa: E402
     count_macs,
     gemm_gflops,
     split_times,
+    write_json,  # noqa: E402
 )
 
 CKPT_DIR = SUITE_CHECKPOINTS
 ANN_FILE = BCCD_TEST
 TRAINED_ROWS = ("thundernet_full", "tn_no_cem", "fasterrcnn_mbv3")
+PEER = "SSDlite320 (peer)"
+SSDLITE_CANDIDATES = 100
 
 
 def bccd_images(ann_file: Path, count: int, size: int) -> list[torch.Tensor]:
@@ -72,22 +75,39 @@ def load_row(ckpt_dir: Path, row: str, num_classes: int = 3) -> torch.nn.Module:
                          TestOptions(img_size=320)).model
 
 
-def ssdlite(num_classes: int = 3, candidates: int = 100) -> torch.nn.Module:
-    """torchvision SSDlite320 (random weights) with ``candidates`` per class into its NMS."""
-    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=num_classes + 1)
+def has_row(ckpt_dir: Path, row: str) -> bool:
+    """Whether ``ckpt_dir`` holds the trained checkpoint of ``row`` (seed 0, fold 0)."""
+    return (ckpt_dir / f"{row}_s0_f0" / "last.pth").is_file()
+
+
+def ssdlite(num_classes: int = 3, candidates: int = SSDLITE_CANDIDATES,
+            ckpt_dir: Path | None = None) -> torch.nn.Module:
+    """SSDlite320 with ``candidates`` per class into its NMS: the trained ``ssdlite`` row of
+    ``ckpt_dir`` when there is one, else random weights."""
+    if ckpt_dir is not None and has_row(ckpt_dir, "ssdlite"):
+        model = load_row(ckpt_dir, "ssdlite", num_classes)
+    else:
+        print("SSDlite: no trained checkpoint, random weights")
+        model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=num_classes + 1)
     model.topk_candidates = candidates
     return model.eval()
 
 
-def dense(num_classes: int = 3, candidates: int = 100) -> torch.nn.Module:
-    """The dense detector of ``configs/bench/dense_ssh.yaml`` (SNet49 + SSH), random weights."""
+def dense(num_classes: int = 3, candidates: int = 100,
+          ckpt_dir: Path | None = None) -> torch.nn.Module:
+    """The trained dense detector (``dense_anchors_off``: SNet49 + FPN, its own
+    post-processing) when ``ckpt_dir`` has it, else the SNet49 + SSH detector of
+    ``configs/bench/dense_ssh.yaml`` with random weights and ``candidates`` per level."""
     import dataclasses
 
     import yaml
 
     from detkit.engine.build import build_model_from_cfg
 
+    if ckpt_dir is not None and has_row(ckpt_dir, "dense_anchors_off"):
+        return load_row(ckpt_dir, "dense_anchors_off", num_classes)
+    print("dense detector: no trained checkpoint, random-weight SNet49 + SSH")
     path = Path(__file__).resolve().parents[1] / "configs" / "bench" / "dense_ssh.yaml"
     model = build_model_from_cfg(yaml.safe_load(path.read_text())["model"], num_classes).eval()
     model.postprocess_config = dataclasses.replace(model.postprocess_config,
@@ -99,13 +119,13 @@ def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
     """Eager and folded models (and the onnxruntime one) keyed by row name."""
     from detkit.models.fuse import fold_batchnorm
 
-    eager: dict[str, torch.nn.Module] = {"SSDlite320 (peer)": ssdlite()}
+    eager: dict[str, torch.nn.Module] = {PEER: ssdlite(ckpt_dir=args.ckpt_dir)}
     for row in TRAINED_ROWS:
-        if (args.ckpt_dir / f"{row}_s0_f0" / "last.pth").is_file():
+        if has_row(args.ckpt_dir, row):
             eager[row] = load_row(args.ckpt_dir, row)
         else:
             print(f"{row}: no checkpoint under {args.ckpt_dir}, skipped")
-    eager["dense SNet49+SSH"] = dense()
+    eager["dense detector"] = dense(ckpt_dir=args.ckpt_dir)
     models = {}
     for name, model in eager.items():
         models[f"{name} eager"] = model
@@ -139,19 +159,21 @@ def latency_table(args: argparse.Namespace) -> dict[str, Any]:
     rate = gemm_gflops()
     macs = {name.rsplit(" ", 1)[0]: macs_at(m, images[0])
             for name, m in models.items() if name.endswith(" eager")}
-    peer = ms["SSDlite320 (peer) eager"]["total"]
+    peer = ms[f"{PEER} eager"]["total"]
     load = os.getloadavg()[0]
     print(f"\nLatency at 320, batch 1, {args.threads} threads, median of {args.runs} calls on "
           f"{len(images)} BCCD test images (load average {load:.2f})")
     print(f"{'model / runtime':36s} {'total':>7s} {'network':>8s} {'post':>6s} {'x SSDlite':>9s}")
     for name, row in ms.items():
-        print(f"{name:36s} {row['total']:7.1f} {row['network']:8.1f} {row['post']:6.1f} "
-              f"{row['total'] / peer:9.2f}")
+        # the onnxruntime session has no torch modules to hook: no network / post split
+        split = (f"{row['network']:8.1f} {row['post']:6.1f}" if row["network"] > 0
+                 else f"{'-':>8s} {'-':>6s}")
+        print(f"{name:36s} {row['total']:7.1f} {split} {row['total'] / peer:9.2f}")
     print(f"\nGEMM 1024^3 float32: {rate:.1f} GFLOP/s; compute-bound limit = 2 x MACs / rate")
     print(f"{'model':24s} {'M MACs':>8s} {'limit ms':>9s} {'MAC ratio':>10s}")
     for name, value in macs.items():
         print(f"{name:24s} {value:8.1f} {2.0 * value / rate:9.2f} "
-              f"{value / macs['SSDlite320 (peer)']:10.2f}")
+              f"{value / macs[PEER]:10.2f}")
     return {"threads": args.threads, "runs": args.runs, "load_avg": load, "gemm_gflops": rate,
             "latency_ms": ms, "macs_m": macs}
 
@@ -159,11 +181,11 @@ def latency_table(args: argparse.Namespace) -> dict[str, Any]:
 def verdicts(result: dict[str, Any]) -> None:
     """The issue's goals, met or missed, from one run's figures."""
     ms, macs = result["latency_ms"], result["macs_m"]
-    peer = ms["SSDlite320 (peer) eager"]["total"]
+    peer = ms[f"{PEER} eager"]["total"]
     if "thundernet_full eager" not in ms:
         return
     best = min(ms[k]["total"] for k in ms if k.startswith("thundernet_full"))
-    mac_ratio = macs["thundernet_full"] / macs["SSDlite320 (peer)"]
+    mac_ratio = macs["thundernet_full"] / macs[PEER]
     dense_best = min(ms[k]["total"] for k in ms if k.startswith("dense"))
     print(f"\ngoal ThunderNet-lite <= 8 ms: best runtime {best:.1f} ms "
           f"({'met' if best <= 8 else 'MISSED'})")
@@ -190,7 +212,7 @@ def main() -> None:
     result = latency_table(args)
     verdicts(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

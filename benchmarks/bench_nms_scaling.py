@@ -6,9 +6,11 @@
    boxes: its decay loop is O(N x kept)), printed as ms and x torchvision; with
    ``--plot PNG`` drawn on log-log axes.
 2. ``--bccd``: the trained ThunderNet-lite's final NMS on BCCD's 72 test images, plain NMS
-   against DIoU-NMS, mean ms per image (the kernel is warmed when the model is built).
+   against DIoU-NMS, mean and median ms per image (the kernel is warmed when the model is
+   built).
 
-Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_nms_scaling.py [--plot P] [--bccd]``.
+Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_nms_scaling.py [--plot P] [--bccd]
+[--skip-scaling] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS  # noqa: E402
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS, plot_curves, write_json  # noqa: E402  # noqa: E402
 
 from detkit.ops import cluster_nms, diou_nms, nms, soft_nms  # noqa: E402
 
@@ -85,33 +87,9 @@ def scaling(args: argparse.Namespace) -> dict[str, dict[int, float]]:
     return out
 
 
-def plot(results: dict[str, dict[int, float]], path: Path) -> None:
-    """Log-log lines of ms against box count, one per kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, values in results.items():
-        xs = sorted(values)
-        ax.plot(xs, [values[x] for x in xs], marker="o", label=name,
-                linestyle="--" if "peer" in name else "-")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("boxes")
-    ax.set_ylabel("ms per call (median)")
-    ax.set_title("NMS time vs box count (CPU)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    print(f"plot: {path}")
-
-
-def bccd_per_image(ckpt_dir: Path, ann_file: Path) -> None:
-    """Mean ms per BCCD test image in the final NMS, plain NMS vs DIoU-NMS, alternating."""
+def bccd_per_image(ckpt_dir: Path, ann_file: Path) -> dict[str, dict[str, float]]:
+    """Mean and median ms per BCCD test image in the final NMS, plain NMS vs DIoU-NMS,
+    alternating image by image; returns {kind: {"mean", "median"}}."""
     import yaml
     from suite_measure import timed_nms
 
@@ -132,11 +110,14 @@ def bccd_per_image(ckpt_dir: Path, ann_file: Path) -> None:
                 predictor.predict([image])
             spent[kind].append(1000.0 * sum(seconds))
     plain, diou = (statistics.mean(spent[k]) for k in ("nms", "diou_nms"))
+    plain_med, diou_med = (statistics.median(spent[k]) for k in ("nms", "diou_nms"))
     print(f"\nfinal NMS on {len(images)} BCCD test images (load average "
-          f"{os.getloadavg()[0]:.2f}): nms {plain:.3f} ms, diou_nms {diou:.3f} ms per image "
-          f"= {diou / plain:.2f}x (goal <= 1x: {'met' if diou <= plain else 'MISSED'}); "
-          f"medians {statistics.median(spent['nms']):.3f} / "
-          f"{statistics.median(spent['diou_nms']):.3f} ms")
+          f"{os.getloadavg()[0]:.2f}), ms per image, goal DIoU-NMS <= 1x plain NMS")
+    for label, a, b in (("mean", plain, diou), ("median", plain_med, diou_med)):
+        print(f"  {label:6s}: nms {a:.3f}, diou_nms {b:.3f} = {b / a:.2f}x "
+              f"({'met' if b <= a else 'MISSED'})")
+    return {k: {"mean": statistics.mean(v), "median": statistics.median(v), "images": len(v)}
+            for k, v in spent.items()}
 
 
 def main() -> None:
@@ -148,16 +129,24 @@ def main() -> None:
     parser.add_argument("--soft-max", type=int, default=5000)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--bccd", action="store_true")
+    parser.add_argument("--skip-scaling", action="store_true", help="only the --bccd part")
+    parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--ckpt-dir", type=Path,
                         default=SUITE_CHECKPOINTS)
     parser.add_argument("--ann-file", type=Path, default=BCCD_TEST)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = scaling(args)
-    if args.plot:
-        plot(results, args.plot)
+    record: dict[str, object] = {"threads": args.threads}
+    if not args.skip_scaling:
+        results = scaling(args)
+        record["scaling_ms"] = results
+        if args.plot:
+            plot_curves(results, args.plot, "boxes", "ms per call (median)",
+                        "NMS time vs box count (CPU)")
     if args.bccd:
-        bccd_per_image(args.ckpt_dir, args.ann_file)
+        record["bccd_final_nms_ms"] = bccd_per_image(args.ckpt_dir, args.ann_file)
+    if args.json:
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

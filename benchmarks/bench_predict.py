@@ -7,7 +7,8 @@ decoding workers (:mod:`detkit.engine.prefetch`) and BatchNorm folding. Settings
 turns round by round; the median images/s of ``--rounds`` rounds is printed with its ratio
 to the peer's and the 1-minute load average.
 
-Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_predict.py [--images 32] [--rounds 3]``.
+Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_predict.py [--images 32] [--rounds 3]
+[--json PATH]``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning
 
 import torch
 import yaml
-from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS
+from latency_parts import BCCD_TEST, SUITE_CHECKPOINTS, write_json
 
 SETTINGS = {  # name: (batch size, workers, runtime)
     "one at a time (peer)": (1, 0, "torch"),
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--ckpt-dir", type=Path,
                         default=SUITE_CHECKPOINTS)
     parser.add_argument("--ann-file", type=Path, default=BCCD_TEST)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     files = coco_image_files(args.ann_file)[: args.images]
@@ -79,6 +81,13 @@ def main() -> None:
     best = max(statistics.median(v) for v in rates.values())
     print(f"goal >= 2x the one-at-a-time loop: {best / peer:.2f}x "
           f"({'met' if best >= 2 * peer else 'MISSED'})")
+    if args.json:
+        write_json(args.json, {"threads": args.threads, "images": len(files),
+                               "rounds": args.rounds,
+                               "images_per_s": {n: statistics.median(v) for n, v in rates.items()},
+                               "settings": {n: dict(zip(("batch", "workers", "runtime"), v,
+                                                        strict=True))
+                                            for n, v in SETTINGS.items()}})
 
 
 if __name__ == "__main__":

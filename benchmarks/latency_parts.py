@@ -1,18 +1,26 @@
-"""Timing helpers of the latency benchmarks: network vs post-processing, GEMM rate, MACs.
+"""Helpers of the performance benchmarks: network vs post-processing, GEMM rate, MACs, curves.
 
 A detector's eval call mixes the network (convolutions, linear layers, RoI pooling) with
 post-processing (proposal decoding and NMS, score thresholds, final NMS, Python glue).
 :func:`split_times` times both apart in one call: forward hooks on the network modules
 (:func:`network_modules`) add up their wall time; the rest of the call is post-processing.
+
+A cost-growth curve is ``{series name: {x: value}}`` (e.g. milliseconds per input size, one
+series per model). :func:`plot_curves` draws every series on one pair of axes (the peer's
+dashed), :func:`growth` says how much a series grows from its first to its last point, and
+:func:`write_json` stores the figures with the load average they were measured under.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +32,8 @@ _REPO = Path(__file__).resolve().parents[1]
 SUITE_CHECKPOINTS = _REPO / "work_dirs" / "bench" / "bccd" / "k3_2min"
 BCCD_TEST = _REPO / "data" / "bccd" / "test.json"
 
-__all__ = ["gemm_gflops", "count_macs", "network_modules", "split_times", "timed_modules"]
+__all__ = ["Curves", "count_macs", "gemm_gflops", "growth", "network_modules", "plot_curves",
+           "split_times", "timed_modules", "write_json"]
 
 
 def network_modules(model: nn.Module) -> list[nn.Module]:
@@ -118,3 +127,64 @@ def count_macs(fn: Callable[[], object]) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 2e6
+
+
+Curves = Mapping[str, Mapping[float, float]]
+
+
+def growth(values: Mapping[float, float]) -> float:
+    """Last value over first value of a series, by ascending x (nan for fewer than 2 points)."""
+    xs = sorted(values)
+    if len(xs) < 2 or values[xs[0]] == 0:
+        return float("nan")
+    return values[xs[-1]] / values[xs[0]]
+
+
+def plot_curves(curves: Curves, path: Path, xlabel: str, ylabel: str, title: str,
+                logx: bool = True, logy: bool = True) -> Path:
+    """Draw each series of ``curves`` as a marked line (names with "peer" dashed) to ``path``;
+    the x ticks are the measured x values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, values in curves.items():
+        xs = sorted(values)
+        if not xs:
+            continue
+        ax.plot(xs, [values[x] for x in xs], marker="o", label=name,
+                linestyle="--" if "peer" in name else "-")
+    if logx:
+        ax.set_xscale("log")
+    ticks = sorted({x for values in curves.values() for x in values})
+    if ticks:  # the measured x values as plain numbers, not 4 x 10^2
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot: {path}")
+    return path
+
+
+def write_json(path: Path, result: Mapping[str, Any]) -> Path:
+    """Write ``result`` plus the current 1-minute load average (``load_avg``) to ``path``.
+
+    Curve keys (numbers) become strings, as JSON requires.
+    """
+    record = {"load_avg": os.getloadavg()[0], **result}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"json: {path}")
+    return path
