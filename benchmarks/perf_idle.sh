@@ -5,6 +5,7 @@
 # its peer measured in the same process, with the 1-minute load average:
 #   latency       bench_latency.py       batch 1 at 320, eager / folded / onnxruntime, network
 #                                        and post-processing apart, the compute-bound limit
+#   latency_1thread, latency_active  the same with 1 thread, and with OMP_WAIT_POLICY=ACTIVE
 #   size          bench_latency_size.py  latency vs input size 320-960 (ThunderNet-lite eager
 #                                        and folded, SSDlite)
 #   nms_bccd      bench_nms_scaling.py   DIoU-NMS vs plain NMS per BCCD test image
@@ -19,10 +20,9 @@
 # runs out of time is reported and the next one starts; the whole run stops new parts at
 # BUDGET seconds (780 = 13 minutes) and cuts the running one off there.
 #
-# Estimated duration on the idle 2-core machine: about 9 minutes (latency ~50 s, size ~40 s,
-# nms_bccd ~20 s, predict ~35 s, train ~50 s, loader ~45 s, eval ~4.3 min, nms_scaling
-# ~40 s, train_profile ~30 s), scaled from smoke runs with tiny settings at high priority (GEMM rate 62 GFLOP/s,
-# close to the idle machine's).
+# Duration on the idle 2-core machine: 351 s for every part but the two thread variants
+# (measured 2026-12-02: latency 36 s, size 34, nms_bccd 16, predict 20, train 25, loader 22,
+# eval 162, nms_scaling 13, train_profile 22); the thread variants add about 40 s each.
 #
 # Usage (from anywhere):
 #   PYTHON=/path/to/python CKPT_DIR=<suite k3_2min folder> ANN_FILE=<bccd test.json> \
@@ -35,6 +35,7 @@
 #   QUICK=1   tiny settings, output to a temporary folder (a check that every part runs)
 #   BUDGET    seconds for the whole run (default 780)
 #   NICE      command prefix for every part, e.g. "nice -n -15"
+#   PARTS     run only these parts (names as in the summary, space separated)
 set -u
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,6 +79,9 @@ SUMMARY=()
 # and to what is left of BUDGET; skipped when less than MIN_LEFT_S is left.
 run_part() {
   local name=$1 limit=$2 min_left=$3; shift 3
+  local envs=(env)  # an optional VAR=VALUE before the script sets the part's environment
+  if [[ $1 == *=* ]]; then envs+=("$1"); shift; fi
+  if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then return; fi
   local left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt "$min_left" ]; then
     SUMMARY+=("$(printf '%-14s skipped (%ss of the budget left)' "$name" "$left")")
@@ -87,7 +91,7 @@ run_part() {
   echo; echo "=== $name (limit ${limit}s, load average $(cut -d' ' -f1 /proc/loadavg))"
   local begin=$SECONDS rc
   # shellcheck disable=SC2086  # NICE is a command prefix, split on purpose
-  timeout --kill-after=10 "$limit" $NICE "$PYTHON" "$@" 2>&1 | tee "$OUT/$name.log"
+  timeout --kill-after=10 "$limit" "${envs[@]}" $NICE "$PYTHON" "$@" 2>&1 | tee "$OUT/$name.log"
   rc=${PIPESTATUS[0]}
   local state=ok
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then state="TIMED OUT"; elif [ "$rc" != 0 ]; then
@@ -101,6 +105,11 @@ echo "python $PYTHON; checkpoints $CKPT_DIR; BCCD test $ANN_FILE; output $OUT, $
 
 run_part latency 150 60 benchmarks/bench_latency.py "${CK[@]}" "${LATENCY[@]}" \
   --json "$OUT/latency.json"
+# the same table with one thread, and with spinning OpenMP waits (what PASSIVE costs)
+run_part latency_1thread 120 45 benchmarks/bench_latency.py "${CK[@]}" "${LATENCY[@]}" \
+  --threads 1 --no-ort --json "$OUT/latency_1thread.json"
+run_part latency_active 120 45 OMP_WAIT_POLICY=ACTIVE benchmarks/bench_latency.py "${CK[@]}" \
+  "${LATENCY[@]}" --no-ort --json "$OUT/latency_active.json"
 run_part size 120 45 benchmarks/bench_latency_size.py "${CK[@]}" "${SIZE[@]}" \
   --plot "$IMG/latency_vs_size.png" --json "$OUT/latency_vs_size.json"
 run_part nms_bccd 60 25 benchmarks/bench_nms_scaling.py "${CK[@]}" --bccd --skip-scaling \
