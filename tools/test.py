@@ -8,7 +8,9 @@ used when the checkpoint has them. Test-time options come from the config's ``te
 Writes into --out (default ``<checkpoint dir>/eval_<split>``): ``metrics.json``,
 ``detections.json`` (COCO results, the dataset's own category ids), ``pr_curves.png`` and
 ``per_class_ap.png``; for two-stage models also ``proposal_recall.json``, the test-time
-proposals' recall of the objects (IoU >= 0.5) by size bucket and class.
+proposals' recall of the objects (IoU >= 0.5) by size bucket and class, and
+``gt_roi_scores.json``, the R-CNN's class probabilities of the ground-truth boxes fed as
+RoIs (does the second stage recognise an object that reaches it?).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         read_test_options,
     )
     from detkit.evaluation import evaluate_detections, save_results_json
+    from detkit.evaluation.gt_rois import format_gt_roi_scores, gt_roi_scores, has_roi_classifier
     from detkit.evaluation.plots import save_evaluation_plots
     from detkit.evaluation.proposals import (
         format_recall,
@@ -108,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                                  device=next(model.parameters()).device)
         print(format_recall(recall), flush=True)
         write_recall(out / "proposal_recall.json", recall)
+    if has_roi_classifier(model) and len(predictor.sizes) == 1:
+        scores = gt_roi_scores(model, dataset, predictor.sizes[0],
+                               device=next(model.parameters()).device)
+        print(format_gt_roi_scores(scores), flush=True)
+        write_recall(out / "gt_roi_scores.json", scores)
     paths = {"metrics": result.to_json(out / "metrics.json"), "detections": detections,
              **save_evaluation_plots(result, out)}
     for name, path in paths.items():

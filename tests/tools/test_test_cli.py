@@ -206,3 +206,31 @@ def test_sliced_inference_from_the_test_section(tmp_path: Path) -> None:
         x1, y1, x2, y2 = box.tolist()
         assert d["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-4)
         assert d["score"] == pytest.approx(float(score), abs=1e-6)
+
+
+def test_two_stage_model_writes_proposal_recall_and_gt_roi_scores(tmp_path: Path) -> None:
+    config, _, _ = _make_case(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"] = {"type": "thundernet_lite", "backbone": "snet49"}
+    config.write_text(yaml.safe_dump(raw))
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tn" / "last.pth"
+    atomic_save({"model": build_model_from_cfg(cfg["model"], 6).state_dict(), "config": cfg},
+                ckpt)
+    code, out, err = _run(_load_tool(), str(ckpt))
+    assert code == 0, err
+    folder = ckpt.parent / "eval_val"
+    val = json.loads(Path(raw["data"]["val"]["ann_file"]).read_text())
+    names = {c["id"]: c["name"] for c in val["categories"]}
+    per_class: dict[str, int] = {}
+    for ann in val["annotations"]:
+        per_class[names[ann["category_id"]]] = per_class.get(names[ann["category_id"]], 0) + 1
+    recall = json.loads((folder / "proposal_recall.json").read_text())
+    scores = json.loads((folder / "gt_roi_scores.json").read_text())
+    # every ground-truth box of the val split is counted once by both diagnostics
+    assert recall["all"]["total"] == len(val["annotations"]) == scores["all"]["boxes"]
+    assert {k: v["boxes"] for k, v in scores["by_class"].items()} == per_class
+    for entry in scores["by_class"].values():
+        assert 0.0 <= entry["p_true"] <= 1.0 - entry["p_background"] + 1e-6
+    assert "R-CNN on the ground-truth boxes as RoIs:" in out
