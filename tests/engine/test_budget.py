@@ -82,3 +82,8 @@ def test_trainer_stops_at_the_budget_with_the_schedule_stretched(tmp_path, monke
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     assert ckpt["trainer"]["global_iter"] == 40
     assert ckpt["trainer"]["train_seconds"] == pytest.approx(60.0)
+    # a resume from it re-estimates the stretched length (not in the config, which says 10)
+    # from the saved time: 60 s / 40 iterations = 1.5 s each, 60 s hold 40
+    resumed = tiny_trainer(tmp_path, cfg, model=_TimedDetector(clock))
+    resumed.resume(tmp_path / "last.pth")
+    assert resumed.options.max_iters == 40 and resumed.scheduler.spec.max_iters == 40
