@@ -88,6 +88,10 @@ def test_paired_bootstrap_verdicts() -> None:
     assert result.delta == pytest.approx((51 + 50 * 2 / 3) / 101)
     # every resample holds a ground truth, so A's AP is >= 0.5 and B's is 0
     assert result.low >= 0.5 and result.verdict == "holds"
+    # A's AP per resample of the two images: {1, 1} 1.0, {2, 2} 0.5 (the miss first, then the
+    # hit: precision 1/2 at recall 1), {1, 2} the point value; each extreme has probability
+    # 1/4, so the 2.5 % and 97.5 % percentiles of 200 weighted replicates are 0.5 and 1.0
+    assert (result.low, result.high) == pytest.approx((0.5, 1.0))
     flipped = paired_bootstrap([worse], [better], replicates=200, seed=0)
     assert flipped.high <= -0.5 and flipped.verdict == "contradicted"
     same = paired_bootstrap([better], [better], replicates=50)

@@ -204,3 +204,9 @@ def test_from_conv_keeps_the_batchnorm_momentum_and_the_weight_dtype() -> None:
     block64 = ACBlock.from_conv(conv.double()).eval()
     assert {p.dtype for p in block64.parameters()} == {torch.float64}
     assert block64(x.double()).dtype == torch.float64
+
+
+def test_parts_of_a_module_without_detector_parts_are_none() -> None:
+    from detkit.models.acnet import acnet_parts
+
+    assert acnet_parts(nn.Sequential(nn.Conv2d(3, 4, 3))) == []

@@ -161,3 +161,10 @@ def test_plot_is_written_where_asked_at_7_by_4_inches(tmp_path):
     out = plot_coverage(report, str(tmp_path / "coverage.png"))
     assert out == tmp_path / "coverage.png"
     assert cv2.imread(str(out)).shape == (400, 700, 3)  # 7 x 4 in at 100 dpi
+
+
+def test_a_model_without_anchors_is_named():
+    from detkit.models.coverage import model_anchor_generator
+
+    with pytest.raises(ValueError, match="^the model Sequential has no AnchorGenerator$"):
+        model_anchor_generator(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)))

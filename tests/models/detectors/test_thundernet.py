@@ -374,3 +374,13 @@ def test_the_detectors_package_imports_thundernet_lazily() -> None:
     assert detectors.thundernet_lite is thundernet_lite
     with pytest.raises(AttributeError, match="has no attribute 'ThunderNetLight'"):
         detectors.ThunderNetLight  # noqa: B018
+
+
+def test_feature_channels_reach_the_rcnn_head() -> None:
+    # 98 = 2 x 7 x 7 channels: PSRoIAlign keeps 98 values per RoI for the fc layer
+    torch.manual_seed(0)
+    model = thundernet_lite(3, feature_channels=98, max_detections=5).eval()
+    assert model.rcnn.head.fc.in_features == 98
+    with torch.no_grad():
+        (det,) = model(_images(size=64)[:1])
+    assert det["boxes"].shape[1] == 4 and len(det["scores"]) <= 5
