@@ -335,7 +335,9 @@ def test_resume_restores_a_sampler_state(tmp_path: Path) -> None:
     batches = first.loader.batch_sampler
     batches.sampler = _StatefulSampler(batches.sampler, position=7)
     path = first.save("last.pth")
-    assert load_checkpoint(path)["sampler"] == {"position": 7}
+    ckpt = load_checkpoint(path)
+    assert ckpt["sampler"] == {"position": 7}
+    assert ckpt["scaler"] == {}  # the GradScaler's state: empty while AMP is off (CPU)
     second = tiny_trainer(tmp_path / "b", tiny_config())
     sampler = _StatefulSampler(second.loader.batch_sampler.sampler, position=0)
     second.loader.batch_sampler.sampler = sampler

@@ -101,3 +101,13 @@ def test_paired_bootstrap_verdicts() -> None:
         paired_bootstrap([better], [build_eval_table({**GT, "images": GT["images"][:1],
                                                        "annotations": GT["annotations"][:1]},
                                                       DETS[:1])])
+
+
+def test_a_category_without_detections_has_ap_zero() -> None:
+    # both ground-truth boxes missed (no detection at all): AP 0 at every threshold and under
+    # any image weights, as pycocotools gives
+    table = build_eval_table(GT, [])
+    assert table.ap() == 0.0 and table.ap(np.array([2.0, 0.0]), iou=0.5) == 0.0
+    with pytest.warns(UserWarning, match="no detections to evaluate"):
+        reference = evaluate_detections(GT, [], backend="pycocotools")
+    assert reference.metrics["AP"] == 0.0
