@@ -82,3 +82,22 @@ def test_trainer_stops_at_the_budget_with_the_schedule_stretched(tmp_path, monke
     ckpt = torch.load(tmp_path / "last.pth", weights_only=True)
     assert ckpt["trainer"]["global_iter"] == 40
     assert ckpt["trainer"]["train_seconds"] == pytest.approx(60.0)
+    # a resume from it re-estimates the stretched length (not in the config, which says 10)
+    # from the saved time: 60 s / 40 iterations = 1.5 s each, 60 s hold 40
+    resumed = tiny_trainer(tmp_path, cfg, model=_TimedDetector(clock))
+    resumed.resume(tmp_path / "last.pth")
+    assert resumed.options.max_iters == 40 and resumed.scheduler.spec.max_iters == 40
+
+
+def test_a_complete_epoch_re_estimates_the_length(tmp_path) -> None:
+    cfg = tiny_config(schedule={"max_iters": 10, "warmup_iters": 3, "time_budget": 1.0})
+    trainer = tiny_trainer(tmp_path, cfg)
+    # past calibration: 30 s for 24 iterations = 1.25 s each; 60 s hold 48 iterations
+    trainer.state.global_iter, trainer.state.train_seconds = 24, 30.0
+    trainer._end_epoch(advance=True, complete=True)
+    assert trainer.options.max_iters == 48 and trainer.scheduler.spec.max_iters == 48
+    assert trainer.epoch_complete is False and trainer.state.epoch == 1
+    # training stopped inside an epoch (the loader did not run out): no new estimate
+    trainer.state.train_seconds = 48.0
+    trainer._end_epoch(advance=False, complete=False)
+    assert trainer.options.max_iters == 48 and trainer.state.epoch == 1

@@ -80,7 +80,11 @@ def test_resume_after_sigkill_gives_identical_losses(tmp_path: Path) -> None:
         assert torch.equal(value, wb["ema"]["module"][key]), key
 
 
-def test_nonfinite_loss_is_skipped_and_counted(tmp_path: Path) -> None:
+def test_nonfinite_loss_is_skipped_and_counted(tmp_path: Path, monkeypatch) -> None:
+    import detkit.engine.logging as logging_module
+
+    bars: list[object] = []  # tiny_trainer passes use_tqdm=False: no progress bar is made
+    monkeypatch.setattr(logging_module, "tqdm", lambda *a, **k: bars.append(a) or None)
     model = TinyDetector()
     model.nan_at = {2}  # forward call 2 = iteration 3
     cfg = tiny_config(schedule={"max_iters": 5}, train={"checkpoint_interval": 0})
@@ -95,6 +99,7 @@ def test_nonfinite_loss_is_skipped_and_counted(tmp_path: Path) -> None:
     assert all(math.isfinite(p.sum().item()) for p in model.parameters())
     logged = [r["iter"] for r in read_jsonl(tmp_path / "log.jsonl") if r["kind"] == "train"]
     assert logged == [1, 2, 4, 5]
+    assert bars == []
 
 
 def test_consecutive_nonfinite_losses_stop_with_checkpoint(tmp_path: Path) -> None:
@@ -104,8 +109,9 @@ def test_consecutive_nonfinite_losses_stop_with_checkpoint(tmp_path: Path) -> No
                                                          "checkpoint_interval": 0})
     trainer = tiny_trainer(tmp_path, cfg, model=model)
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row, the last at "
-                                                  "iteration 4"):
+                                                  "iteration 4") as caught:
         trainer.train()
+    assert f"checkpoint saved to {tmp_path / 'last.pth'}." in str(caught.value)
     ckpt = load_checkpoint(tmp_path / "last.pth")
     assert ckpt["trainer"]["global_iter"] == 4
     assert ckpt["trainer"]["nonfinite_total"] == 3
@@ -275,3 +281,65 @@ def test_checkpoint_stores_the_class_names_of_the_training_set(tmp_path: Path) -
     assert class_names_from_config(moved, ckpt) == ["cell", "dot"]
     with pytest.raises(ValueError, match="test.ann_file=PATH.json"):
         class_names_from_config(moved, {**ckpt, "class_names": None})
+
+
+def test_evaluation_record_and_step_throughput(tmp_path: Path, monkeypatch) -> None:
+    from detkit.engine import trainer as trainer_module
+    from detkit.engine.logging import TrainLogger
+
+    trainer = tiny_trainer(tmp_path, tiny_config(train={"checkpoint_interval": 0}))
+    trainer.logger = TrainLogger(tmp_path, 10, use_tqdm=False)
+    # evaluate(): the state's iteration and epoch, the training time rounded to 1 ms
+    trainer.evaluator = lambda net: {"AP": 0.5}
+    trainer.state.global_iter, trainer.state.epoch, trainer.state.train_seconds = 7, 2, 1.23456
+    assert trainer.evaluate() == {"AP": 0.5}
+    # one step of 4 images that took 0.25 s by the trainer's clock: 4 / 0.25 = 16 images/s
+    trainer.state.global_iter, trainer.state.train_seconds = 0, 0.0
+    trainer._start_epoch()
+    images, targets = next(iter(trainer.loader))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 10.25)
+    assert trainer._run_step(images, targets, t_last=10.0) == 10.25
+    trainer.logger.close()
+    assert trainer.images_per_s == 16.0 and trainer.state.train_seconds == 0.25
+    records = read_jsonl(tmp_path / "log.jsonl")
+    assert records[0] == {"kind": "eval", "iter": 7, "epoch": 2, "train_seconds": 1.235,
+                          "AP": 0.5}
+    assert records[1]["kind"] == "train" and records[1]["images_per_s"] == 16.0
+
+
+class _StatefulSampler(torch.utils.data.Sampler):
+    """The loader's sampler with a ``state_dict`` (as a user's sampler may have)."""
+
+    def __init__(self, inner: torch.utils.data.Sampler, position: int) -> None:
+        self.inner, self.position = inner, position
+        self.restored: dict | None = None
+
+    def __iter__(self):
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.restored = dict(state)
+
+
+def test_resume_restores_a_sampler_state(tmp_path: Path) -> None:
+    first = tiny_trainer(tmp_path / "a", tiny_config())
+    batches = first.loader.batch_sampler
+    batches.sampler = _StatefulSampler(batches.sampler, position=7)
+    path = first.save("last.pth")
+    ckpt = load_checkpoint(path)
+    assert ckpt["sampler"] == {"position": 7}
+    assert ckpt["scaler"] == {}  # the GradScaler's state: empty while AMP is off (CPU)
+    second = tiny_trainer(tmp_path / "b", tiny_config())
+    sampler = _StatefulSampler(second.loader.batch_sampler.sampler, position=0)
+    second.loader.batch_sampler.sampler = sampler
+    second.resume(path)
+    assert sampler.restored == {"position": 7}

@@ -88,6 +88,10 @@ def test_paired_bootstrap_verdicts() -> None:
     assert result.delta == pytest.approx((51 + 50 * 2 / 3) / 101)
     # every resample holds a ground truth, so A's AP is >= 0.5 and B's is 0
     assert result.low >= 0.5 and result.verdict == "holds"
+    # A's AP per resample of the two images: {1, 1} 1.0, {2, 2} 0.5 (the miss first, then the
+    # hit: precision 1/2 at recall 1), {1, 2} the point value; each extreme has probability
+    # 1/4, so the 2.5 % and 97.5 % percentiles of 200 weighted replicates are 0.5 and 1.0
+    assert (result.low, result.high) == pytest.approx((0.5, 1.0))
     flipped = paired_bootstrap([worse], [better], replicates=200, seed=0)
     assert flipped.high <= -0.5 and flipped.verdict == "contradicted"
     same = paired_bootstrap([better], [better], replicates=50)
@@ -97,3 +101,13 @@ def test_paired_bootstrap_verdicts() -> None:
         paired_bootstrap([better], [build_eval_table({**GT, "images": GT["images"][:1],
                                                        "annotations": GT["annotations"][:1]},
                                                       DETS[:1])])
+
+
+def test_a_category_without_detections_has_ap_zero() -> None:
+    # both ground-truth boxes missed (no detection at all): AP 0 at every threshold and under
+    # any image weights, as pycocotools gives
+    table = build_eval_table(GT, [])
+    assert table.ap() == 0.0 and table.ap(np.array([2.0, 0.0]), iou=0.5) == 0.0
+    with pytest.warns(UserWarning, match="no detections to evaluate"):
+        reference = evaluate_detections(GT, [], backend="pycocotools")
+    assert reference.metrics["AP"] == 0.0

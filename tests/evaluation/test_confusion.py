@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,8 @@ def test_saves_files_and_rejects_bad_input(tmp_path) -> None:
     paths = confusion_matrix(gt, dets).save(tmp_path)
     assert paths["confusion_png"].stat().st_size > 0
     assert '"matrix"' in paths["confusion_json"].read_text()
+    assert json.loads(paths["confusion_json"].read_text()) == json.loads(
+        json.dumps(confusion_matrix(gt, dets).to_dict()))
     with pytest.raises(ValueError, match="category_id 9"):
         confusion_matrix(gt, [{"image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1],
                                "score": 1.0}])

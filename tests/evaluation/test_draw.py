@@ -58,3 +58,13 @@ def test_small_images_are_drawn_enlarged() -> None:
     # factor ceil(200 / 60) = 4: 160 x 240; the box's left edge moves to x = 40
     assert out.shape == (160, 240, 3)
     assert out[60, 40].any() and not out[60, 39].any()
+
+
+def test_spots_slide_one_caption_height_at_a_time() -> None:
+    # box (10, 8)-(30, 12), caption 10 x 4, image 40 x 40: the caption y is clipped to
+    # [0, 36]. First above (y 4), inside top (8), below (12), inside bottom (8, a repeat);
+    # then from y 4 alternately down and up by k * 4: 8 (repeat), 0, 12 (repeat), -4 -> 0
+    # (repeat), 16, ..., 36, then clipped repeats
+    spots = caption_spots((10, 8, 30, 12), (10, 4), (40, 40))
+    assert [y for _, y, _, _ in spots] == [4, 8, 12, 0, 16, 20, 24, 28, 32, 36]
+    assert all((x1, x2, y2 - y1) == (10, 20, 4) for x1, y1, x2, y2 in spots)

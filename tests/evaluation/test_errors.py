@@ -93,3 +93,27 @@ def test_no_detections_and_files(tmp_path) -> None:
     assert result.ap["all"]["C50"] == 0.0 and result.ap["all"]["FN"] == 1.0
     paths = result.save(tmp_path)
     assert paths["errors_png"].stat().st_size > 0 and paths["errors_json"].is_file()
+
+
+def test_annotations_without_area_get_the_box_area() -> None:
+    # the same objects without "area": error_breakdown fills in w * h = 100 (small), so every
+    # AP equals that of the annotated set (NaN where both have no objects)
+    gt = _gt()
+    bare = {**gt, "annotations": [{k: v for k, v in a.items() if k != "area"}
+                                  for a in gt["annotations"]]}
+    dets = [_det(1, 1, [0, 0, 10, 10], 0.9), _det(2, 1, [0, 0, 10, 10], 0.8)]
+    with_area, without = error_breakdown(gt, dets).ap, error_breakdown(bare, dets).ap
+    # by hand: the cat (found first, AP 1), the dog and the car (AP 0): C75 = 1 / 3
+    assert without["small"]["C75"] == pytest.approx(1 / 3)
+    for area, row in with_area.items():
+        assert [without[area][s] for s in ERROR_STAGES] == pytest.approx(
+            [row[s] for s in ERROR_STAGES], nan_ok=True), area
+    assert "area" not in bare["annotations"][0]  # the input is not modified
+
+
+def test_picture_is_one_3_2_inch_panel_per_area_at_100_dpi(tmp_path) -> None:
+    import cv2
+
+    paths = error_breakdown(_gt(), []).save(tmp_path)
+    # 4 areas (all, small, medium, large) x 3.2 in wide, 3.2 in high, 100 dpi
+    assert cv2.imread(str(paths["errors_png"])).shape == (320, 1280, 3)

@@ -95,3 +95,20 @@ def test_draw_accepts_dataset_tensor_and_writes(tmp_path) -> None:
     np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), out)
     with pytest.raises(ValueError, match="same length"):
         draw_detections(out, np.zeros((2, 4)), np.array([1]))
+
+
+def test_pr_curves_use_the_palette_of_the_drawn_boxes(tmp_path, monkeypatch) -> None:
+    from detkit.evaluation import plots
+    from detkit.evaluation.draw import PALETTE
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    plot_pr_curves(_result(), tmp_path / "pr.png")
+    (fig,) = figures
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        # curves of a and b ("c" has no GT); curve k is PALETTE[k], given in [0, 1] RGB
+        colours = [tuple(int(v) for v in np.round(np.asarray(line.get_color()) * 255))
+                   for line in ax.lines]
+        assert colours == [PALETTE[0], PALETTE[1]]

@@ -176,3 +176,37 @@ def test_dense_detector_acnet_converts_the_towers_only() -> None:
     plain.load_state_dict(model.state_dict())
     a, b = model_info(model, 64, runs=1, warmup=0), model_info(plain, 64, runs=1, warmup=0)
     assert a.params == b.params and a.macs == b.macs
+
+
+def test_a_convolution_that_is_the_last_child_is_converted_too() -> None:
+    # conv + BN (absorbed, the BN becomes an Identity), then a last conv with nothing after it
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4),
+                        nn.Conv2d(4, 4, 3, padding=1))
+    assert convert_to_acnet(seq) == 2
+    assert [type(m) for m in seq] == [ACBlock, nn.Identity, ACBlock]
+    assert seq[0].absorbed_bn and not seq[2].absorbed_bn
+
+
+def test_from_conv_keeps_the_batchnorm_momentum_and_the_weight_dtype() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    bn = nn.BatchNorm2d(4, momentum=0.03)
+    block = ACBlock.from_conv(conv, bn).train()
+    x = torch.rand(2, 3, 8, 8)
+    block(x)
+    # fresh statistics (mean 0): after one step running_mean = 0.03 * the batch mean of each
+    # branch's convolution output (0.1, the BatchNorm default, would differ)
+    with torch.no_grad():
+        for branch, norm in ((block.square, block.square_bn), (block.hor, block.hor_bn),
+                             (block.ver, block.ver_bn)):
+            torch.testing.assert_close(norm.running_mean, 0.03 * branch(x).mean(dim=(0, 2, 3)))
+    # a float64 convolution gives a float64 block that runs on float64 input
+    block64 = ACBlock.from_conv(conv.double()).eval()
+    assert {p.dtype for p in block64.parameters()} == {torch.float64}
+    assert block64(x.double()).dtype == torch.float64
+
+
+def test_parts_of_a_module_without_detector_parts_are_none() -> None:
+    from detkit.models.acnet import acnet_parts
+
+    assert acnet_parts(nn.Sequential(nn.Conv2d(3, 4, 3))) == []

@@ -132,3 +132,5 @@ def test_bad_arguments():
     gen = AnchorGenerator([8, 16], [[32.0], [64.0]])
     with pytest.raises(ValueError, match="feature maps"):
         gen([(4, 4)])
+    with pytest.raises(ValueError, match="^aspect_ratios has 1 levels, the generator has 2$"):
+        AnchorGenerator([8, 16], [[32.0], [64.0]], aspect_ratios=[[1.0]])

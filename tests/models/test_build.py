@@ -137,3 +137,13 @@ def test_name_tables_refuse_duplicates_and_name_the_choices() -> None:
         name_table("widget", [("a", nn.Identity), ("a", nn.ReLU)])
     with pytest.raises(ValueError, match=r"unknown widget 'c'; valid: \['a', 'b'\]"):
         build_named("widget", table, "c")
+
+
+def test_torchvision_peer_with_one_class():
+    from detkit.models.build import torchvision_detector
+
+    # K = 1 is valid: torchvision adds the background, so the classifier has 2 outputs
+    model = torchvision_detector(1, "fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+        torchvision_detector(0, "fasterrcnn_mobilenet_v3_large_320_fpn")

@@ -90,3 +90,17 @@ def test_thundernet_folded_equals_unfolded() -> None:
     assert len(ref["boxes"]) == len(got["boxes"])
     torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-3, rtol=0)
     assert torch.equal(got["labels"], ref["labels"])
+
+
+def test_fold_conv_bn_without_affine_parameters() -> None:
+    # BN without gamma and beta (affine=False), mean 3, var 4, eps 0: bn(y) = (y - 3) / 2;
+    # conv y = 2 x + 1 folds to x - 1 (weight 1, bias -1)
+    conv = nn.Conv2d(1, 1, 1)
+    bn = nn.BatchNorm2d(1, eps=0.0, affine=False)
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+        conv.bias.fill_(1.0)
+        bn.running_mean.fill_(3.0)
+        bn.running_var.fill_(4.0)
+    fused = fold_conv_bn(conv, bn.eval())
+    assert (fused.weight.item(), fused.bias.item()) == pytest.approx((1.0, -1.0))

@@ -39,3 +39,25 @@ def test_cli_on_a_preset() -> None:
     assert code == 0
     text = out.getvalue()
     assert "plain_cnn" in text and "MACs" in text and "at 64x64" in text
+
+
+class CountingConv(OneConv):
+    """:class:`OneConv` that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict]:
+        self.calls += 1
+        return super().forward(images)
+
+
+def test_default_runs_and_warmup_are_ten_and_two() -> None:
+    # one pass under the FLOP counter, 2 warm-up passes, 10 timed passes
+    model = CountingConv()
+    model_info(model, 32)
+    assert model.calls == 1 + 2 + 10
+    model.calls = 0
+    model_info(model, 32, runs=3, warmup=1)
+    assert model.calls == 1 + 1 + 3

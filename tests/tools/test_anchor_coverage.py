@@ -150,3 +150,21 @@ def test_bccd_densification_covers_small_platelets(tmp_path):
     assert get[("all", "all")].count == sum(1 for a in coco["annotations"] if not a["iscrowd"])
     assert get_on[("small", "Platelets")].count == get[("small", "Platelets")].count > 0
     assert get_on[("small", "Platelets")].coverage > get[("small", "Platelets")].coverage
+
+
+def test_plot_is_written_where_asked_at_7_by_4_inches(tmp_path):
+    import cv2
+
+    from detkit.models.coverage import plot_coverage
+
+    report = anchor_coverage(_coco(), AnchorGenerator([8], [[32.0]]), input_size=320)
+    out = plot_coverage(report, str(tmp_path / "coverage.png"))
+    assert out == tmp_path / "coverage.png"
+    assert cv2.imread(str(out)).shape == (400, 700, 3)  # 7 x 4 in at 100 dpi
+
+
+def test_a_model_without_anchors_is_named():
+    from detkit.models.coverage import model_anchor_generator
+
+    with pytest.raises(ValueError, match="^the model Sequential has no AnchorGenerator$"):
+        model_anchor_generator(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)))

@@ -327,3 +327,15 @@ def test_densify_switch_tiles_the_small_anchors():
         # off: one 8-px anchor at the cell centre (4, 4); on: 4 x 4 tiles at (k + 0.5) * 2
         grid = [1.0, 3.0, 5.0, 7.0] if densify else [4.0]
         assert centres == [[x, y] for x in grid for y in grid]
+
+
+def test_builder_defaults_and_input_statistics_reach_the_model() -> None:
+    torch.manual_seed(0)
+    model = dense_detector(3, backbone="snet49", neck="fpn", neck_channels=32, anchors="s3fd",
+                           image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25))
+    # RetinaNet's 4 convolutions per tower by default
+    for tower in (model.head.cls_tower, model.head.box_tower):
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in tower.modules()) == 4
+    # the transform normalises with the given statistics: (0.75 - 0.5) / 0.25 = 1
+    batch = model.transform([torch.full((3, 32, 32), 0.75)])
+    torch.testing.assert_close(batch.tensor, torch.ones(1, 3, 32, 32))

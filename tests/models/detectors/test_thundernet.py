@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from detkit.models.detectors.thundernet import C4Projection, ThunderNet, thundernet_lite
 from detkit.models.necks.cem import CEM
+from detkit.models.postprocess import PostprocessConfig
 
 
 @pytest.fixture(autouse=True)
@@ -356,3 +357,30 @@ def test_zero_area_box_is_dropped_with_a_warning() -> None:
     with pytest.warns(DegenerateBoxWarning, match="1 zero-area"):
         losses = model(_images(size=64)[:1], target)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_postprocess_settings_follow_the_builder_arguments() -> None:
+    model = thundernet_lite(3, score_threshold=0.2, nms_threshold=0.6, max_detections=7,
+                            class_agnostic_nms=True)
+    assert model.postprocess_settings() == PostprocessConfig(0.2, 1000, "diou_nms", 0.6, 7, {},
+                                                             True)
+    assert thundernet_lite(3).postprocess_settings().class_agnostic_nms is False
+
+
+def test_the_detectors_package_imports_thundernet_lazily() -> None:
+    import detkit.models.detectors as detectors
+
+    assert detectors.ThunderNetLite is ThunderNet
+    assert detectors.thundernet_lite is thundernet_lite
+    with pytest.raises(AttributeError, match="has no attribute 'ThunderNetLight'"):
+        detectors.ThunderNetLight  # noqa: B018
+
+
+def test_feature_channels_reach_the_rcnn_head() -> None:
+    # 98 = 2 x 7 x 7 channels: PSRoIAlign keeps 98 values per RoI for the fc layer
+    torch.manual_seed(0)
+    model = thundernet_lite(3, feature_channels=98, max_detections=5).eval()
+    assert model.rcnn.head.fc.in_features == 98
+    with torch.no_grad():
+        (det,) = model(_images(size=64)[:1])
+    assert det["boxes"].shape[1] == 4 and len(det["scores"]) <= 5

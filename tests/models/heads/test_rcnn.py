@@ -218,3 +218,21 @@ def test_exact_losses_with_a_foreground_and_a_background_roi() -> None:
     cls = (math.log(math.exp(2) + 3) - 2 + math.log(math.e + 3) - 1) / 2
     assert float(losses["rcnn_cls"]) == pytest.approx(cls, rel=1e-6)
     assert float(losses["rcnn_box"]) == pytest.approx((1 - 1 / 18) / 2, rel=1e-6)
+
+
+def test_class_specific_detect_takes_the_box_of_the_winning_class() -> None:
+    config = PostprocessConfig(score_threshold=0.05, nms="nms", nms_threshold=0.5)
+    stage = RCNNStage(RCNNHead(num_classes=3, class_agnostic=False), postprocess=config).eval()
+    rois = [torch.tensor([[0.0, 0.0, 40.0, 40.0], [50.0, 50.0, 90.0, 90.0]])]
+    # RoI 0 scores class 1, RoI 1 class 3 (softmax as in the test above: the other classes
+    # stay below 0.05); each RoI's deltas are zero in its winning class's group of 4 and 1.0
+    # (a shifted, rescaled box) in the other groups, so only the right group gives the RoI back
+    logits = torch.tensor([[0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    deltas = torch.ones(2, 12)
+    deltas[0, 0:4] = 0.0
+    deltas[1, 8:12] = 0.0
+    (det,) = stage.detect(logits, deltas, rois, [(100, 100)])
+    assert det["labels"].tolist() == [1, 3]
+    torch.testing.assert_close(det["boxes"], rois[0])
+    expected = [math.exp(4) / (math.exp(4) + 3), math.exp(3) / (math.exp(3) + 3)]
+    torch.testing.assert_close(det["scores"], torch.tensor(expected))
