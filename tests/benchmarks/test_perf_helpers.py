@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,19 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-
-def _module(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-curves = _module("latency_parts")
+curves = importlib.import_module("latency_parts")
 
 
 def test_growth_is_last_over_first_by_x() -> None:
@@ -49,7 +36,7 @@ def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
 def test_set_input_size_resizes_torchvision_ssd_and_leaves_detkit_models() -> None:
     import torchvision
 
-    size_module = _module("bench_latency_size")
+    size_module = importlib.import_module("bench_latency_size")
     ssd = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
         weights=None, weights_backbone=None, num_classes=4)
     size_module.set_input_size(ssd, 640)
@@ -60,7 +47,7 @@ def test_set_input_size_resizes_torchvision_ssd_and_leaves_detkit_models() -> No
 
 
 def test_plain_detection_letterboxes_and_flips_boxes(tmp_path: Path) -> None:
-    loader_module = _module("bench_loader_workers")
+    loader_module = importlib.import_module("bench_loader_workers")
     image = np.zeros((100, 200, 3), dtype=np.uint8)
     image[:, :20] = 255  # a white band on the left
     cv2.imwrite(str(tmp_path / "a.png"), image)

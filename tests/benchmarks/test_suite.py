@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,12 @@ from detkit.config import config_diff, dump_config, load_config
 from detkit.engine.build import check_model_keys
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def _module(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rows = _module("suite_rows")
-store = _module("suite_store")
-suite = _module("suite")
-kfold = _module("kfold")
+rows = importlib.import_module("suite_rows")
+store = importlib.import_module("suite_store")
+suite = importlib.import_module("suite")
+kfold = importlib.import_module("kfold")
 
 # What each ablation changes against the full model (config_diff keys), one thing each.
 ONE_CHANGE = {
@@ -190,7 +180,7 @@ def _write_fold(ctx, row: str, seed: int, fold: int, dets: list) -> None:  # typ
 
 
 def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
-    render = _module("render_suite")
+    render = importlib.import_module("render_suite")
     data = tmp_path / "data"
     data.mkdir()
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(1, 13)]
