@@ -73,7 +73,8 @@ def main_section(runs: Mapping[str, Sequence[Pooled]], ctx: suite.Context,
     names = [r.name for r in ROWS if r.group == "main"]
     header = ["row", *METRICS, *[f"{c} AP" for c in classes], "iterations", "s/iter",
               "latency ms", "seeds"]
-    rows = []
+    rows: list[list[str]] = []
+    fallback: list[str] = []
     lat_path = ctx.out / "latency.json"
     measured = json.loads(lat_path.read_text())["latency_ms"] if lat_path.is_file() else {}
     for n in names:
@@ -81,10 +82,13 @@ def main_section(runs: Mapping[str, Sequence[Pooled]], ctx: suite.Context,
             continue
         lat = ([measured[n]] if n in measured else
                [r.folds[0].get("latency_ms") for r in runs[n] if r.folds[0].get("latency_ms")])
+        if measured and lat and n not in measured:
+            fallback.append(n)
+        mark = " *" if n in fallback else ""
         rows.append([f"`{n}`", *[seeds_cell(runs[n], m) for m in METRICS],
                      *[seeds_cell(runs[n], c) for c in classes], str(_iters(runs[n])),
                      fmt(calib.get(n, {}).get("s_per_iter")),
-                     fmt(statistics.median(lat), 1) if lat else "n/a",
+                     fmt(statistics.median(lat), 1) + mark if lat else "n/a",
                      ",".join(str(r.seed) for r in runs[n])])
     missing = [n for n in names if n not in runs]
     lines = ["## Detectors at equal training time", ""]
@@ -97,8 +101,13 @@ def main_section(runs: Mapping[str, Sequence[Pooled]], ctx: suite.Context,
     lines += ["Latency: batch 1, 320 letterbox, 2 threads, median of 20 passes of the fold-0 "
               "model (seed 0) on the data set's first image, post-processing included (the "
               f"trained model's own candidates reach its NMS); {when}. s/iter: the row's "
-              "idle-machine seconds per training iteration (`calibration.json`).", "",
-              "Reproduce:", ""]
+              "idle-machine seconds per training iteration (`calibration.json`).", ""]
+    if fallback:
+        lines += [f"\\* not in that back-to-back run: {', '.join(f'`{n}`' for n in fallback)} "
+                  "shows the median of its fold-0 models' own measurements, taken after each "
+                  "fold's training, under whatever load the machine had then; it does not "
+                  "compare like for like with the other rows.", ""]
+    lines += ["Reproduce:", ""]
     return lines + command(names, ctx)
 
 

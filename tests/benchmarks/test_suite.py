@@ -207,3 +207,27 @@ def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
     assert "| SAM | `thundernet_full` | `tn_no_sam` | AP |  |  | not run yet |" in text
     assert "all 12 images of `toy`" in text
     assert (tmp_path / "docs" / "img" / "toy_claims.png").is_file()
+
+
+def test_render_marks_a_latency_not_in_the_back_to_back_run(tmp_path: Path) -> None:
+    render = importlib.import_module("render_suite")
+    data = tmp_path / "data"
+    data.mkdir()
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(1, 7)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
+             "iscrowd": 0} for i in range(1, 7)]
+    (data / "train.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                 "categories": [{"id": 1, "name": "cell"}]}))
+    ctx = suite.make_context(str(data), None, "toy", 3, 2.0, out_root=tmp_path / "results",
+                             work_root=tmp_path / "work")
+    for fold in range(3):
+        _write_fold(ctx, rows.FULL, 0, fold, [])
+        _write_fold(ctx, "ssdlite", 0, fold, [])  # its fold-0 latency_ms: 10.0
+    (ctx.out / "latency.json").write_text(json.dumps(
+        {"seed": 0, "rounds": 3, "load_avg": 1.0, "latency_ms": {rows.FULL: 42.0}}))
+    text = render.render(ctx, tmp_path / "benchmarks.md", tmp_path / "img").read_text()
+    full_line = next(ln for ln in text.splitlines() if ln.startswith(f"| `{rows.FULL}`"))
+    ssd_line = next(ln for ln in text.splitlines() if ln.startswith("| `ssdlite`"))
+    assert "| 42.0 |" in full_line  # taken from latency.json, unmarked
+    assert "| 10.0 * |" in ssd_line  # its own fold figure, marked
+    assert "\\* not in that back-to-back run: `ssdlite`" in text
