@@ -61,6 +61,10 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("CEM context branches started at zero over the paper's start", FULL,
           "tn_cem_paper_init", "AP", "detkit's from-scratch fix (issue measurement: test AP "
           "0.152 -> 0.211 on the 72-image split)"),
+    Claim("CEM context behind zero-start gates over zero-start weights", "tn_cem_scale", FULL,
+          "AP", "the other from-scratch start: Kaiming branches gated at 0 (ReZero, LayerScale)"),
+    Claim("CEM with gated context over no CEM", "tn_cem_scale", "tn_no_cem", "AP",
+          "+1.7 AP (ThunderNet, COCO)"),
     Claim("SAM", FULL, "tn_no_sam", "AP", "+1.3 AP (ThunderNet, COCO)"),
     Claim("anchor densification + scale compensation", "dense_anchors_on", "dense_anchors_off",
           "AP", "FaceBoxes / S3FD: better recall of small faces"),

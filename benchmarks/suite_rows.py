@@ -57,6 +57,8 @@ ROWS: tuple[Row, ...] = (
     # the same network as the full model (only its start differs): the same iterations
     Row("tn_cem_paper_init", "thundernet", "CEM context branches started like C4 (paper)",
         baseline=FULL, steps_of=FULL),
+    Row("tn_cem_scale", "thundernet", "CEM context branches Kaiming behind gates started at 0",
+        baseline=FULL, steps_of=FULL),
     Row("tn_no_sam", "thundernet", "without SAM", baseline=FULL),
     _recipe("tn_loss_smooth_l1", "box_loss", "R-CNN box loss smooth-L1"),
     _recipe("tn_loss_iou", "box_loss", "R-CNN box loss IoU"),

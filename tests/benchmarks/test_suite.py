@@ -23,7 +23,7 @@ kfold = importlib.import_module("kfold")
 ONE_CHANGE = {
     "tn_loss_smooth_l1": ["model"], "tn_loss_iou": ["model"], "tn_loss_giou": ["model"],
     "tn_loss_diou": ["model"], "tn_no_cem": ["model"], "tn_no_sam": ["model"],
-    "tn_cem_paper_init": ["model"],
+    "tn_cem_paper_init": ["model"], "tn_cem_scale": ["model"],
     "tn_small_objects": ["data.copy_paste.enabled", "data.oversample.enabled"],
     "tn_label_smoothing": ["train.label_smoothing"], "tn_mixup": ["data.mixup.enabled"],
     "tn_step": ["schedule.decay"], "tn_no_warmup": ["schedule.warmup"],
@@ -32,9 +32,9 @@ ONE_CHANGE = {
 }
 
 # Rows that change only the training recipe (same network, same cost per iteration).
-EQUAL_STEPS = {"tn_cem_paper_init", "tn_loss_smooth_l1", "tn_loss_iou", "tn_loss_giou",
-               "tn_loss_diou", "tn_small_objects", "tn_label_smoothing", "tn_mixup", "tn_step",
-               "tn_no_warmup", "tn_autoaug", "tn_multiscale", "tn_snip"}
+EQUAL_STEPS = {"tn_cem_paper_init", "tn_cem_scale", "tn_loss_smooth_l1", "tn_loss_iou",
+               "tn_loss_giou", "tn_loss_diou", "tn_small_objects", "tn_label_smoothing",
+               "tn_mixup", "tn_step", "tn_no_warmup", "tn_autoaug", "tn_multiscale", "tn_snip"}
 
 
 def test_every_row_config_loads_and_changes_one_thing() -> None:

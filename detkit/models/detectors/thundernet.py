@@ -222,7 +222,8 @@ def thundernet_lite(
             holding "c4" and "c5".
         use_cem / use_sam: the ablation switches (module docstring).
         cem_context_init: "zero" (default; CEM's C5 and global branches start at zero, the
-            from-scratch start) or "default" (all three branches Kaiming); see :class:`CEM`.
+            from-scratch start), "default" (all three branches Kaiming) or "scale" (Kaiming
+            branches behind learnable per-channel gates that start at zero); see :class:`CEM`.
         box_loss: R-CNN box loss, "smooth_l1" | "iou" | "giou" | "diou" | "ciou" or a callable.
         box_loss_weight / rpn_box_loss_weight: multipliers of the R-CNN / RPN box loss; None
             takes the convention of :func:`detkit.models.box_coder.normalise_box_loss`

@@ -17,9 +17,14 @@ paper) to ``out_channels`` (245 in ThunderNet, so the compressed RPN / PSRoIAlig
 ``context_init``: how the two context branches (C5 and global) start. ``"zero"`` (default)
 starts their 1x1 weights at zero, so at step 0 ``F_CEM = C4_lat`` and context is added as it is
 learned; ``"default"`` gives them the same Kaiming start as the C4 branch (the paper's
-three equal branches). From scratch the full-scale start lets the upsampled stride-32 branch
-swamp C4 (62% of the map's within-image spatial variance on BCCD, test AP 0.152 against 0.211
-with the zero start); with ImageNet-pretrained features either start works.
+three equal branches); ``"scale"`` keeps that Kaiming start but multiplies each context branch
+by a learnable per-channel scale that starts at zero (``c5_scale``, ``glb_scale``, shape
+``[out_channels]``; the gate of ReZero, Bachlechner et al. 2020, and LayerScale, Touvron et al.
+2021), so the map also starts as ``C4_lat`` while the branch weights keep their full-size start
+and the gate alone sets how much context enters. From scratch the full-scale start lets the
+upsampled stride-32 branch swamp C4 (62% of the map's within-image spatial variance on BCCD,
+test AP 0.152 against 0.211 with the zero start); with ImageNet-pretrained features either
+start works.
 
 ``upsample``: ``"nearest"`` (default; the exact 2x copy when H5 = H4 / 2) or ``"bilinear"``
 (``align_corners=False``). The target size is always C4's, so odd sizes work too.
@@ -34,13 +39,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CEM", "CONTEXT_INITS", "init_lateral"]
 
 _UPSAMPLE_MODES = ("nearest", "bilinear")
-CONTEXT_INITS = ("zero", "default")
+CONTEXT_INITS = ("zero", "default", "scale")
 
 
 def init_lateral(conv: nn.Conv2d) -> None:
@@ -60,7 +66,8 @@ class CEM(nn.Module):
         upsample: ``"nearest"`` or ``"bilinear"`` for the C5 branch.
         in_names: keys of C4 and C5 in the input mapping.
         out_name: key of the output map.
-        context_init: ``"zero"`` or ``"default"`` start of the C5 and global branches.
+        context_init: ``"zero"``, ``"default"`` or ``"scale"`` start of the C5 and global
+            branches (module docstring).
     """
 
     def __init__(
@@ -94,6 +101,11 @@ class CEM(nn.Module):
         if context_init == "zero":
             for m in (self.conv_c5, self.conv_glb):
                 nn.init.zeros_(m.weight)
+        self.c5_scale: nn.Parameter | None = None
+        self.glb_scale: nn.Parameter | None = None
+        if context_init == "scale":
+            self.c5_scale = nn.Parameter(torch.zeros(out_channels))
+            self.glb_scale = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, features: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
         """``features[c4]``: ``[B, c4_channels, H4, W4]``, ``features[c5]``:
@@ -115,4 +127,7 @@ class CEM(nn.Module):
         else:
             lat5 = F.interpolate(lat5, size=size, mode="bilinear", align_corners=False)
         glb = self.conv_glb(F.adaptive_avg_pool2d(c5, 1))
+        if self.c5_scale is not None and self.glb_scale is not None:
+            lat5 = lat5 * self.c5_scale.view(1, -1, 1, 1)
+            glb = glb * self.glb_scale.view(1, -1, 1, 1)
         return OrderedDict([(self.out_name, lat4 + lat5 + glb)])

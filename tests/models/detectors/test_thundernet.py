@@ -384,3 +384,12 @@ def test_feature_channels_reach_the_rcnn_head() -> None:
     with torch.no_grad():
         (det,) = model(_images(size=64)[:1])
     assert det["boxes"].shape[1] == 4 and len(det["scores"]) <= 5
+
+
+def test_cem_context_init_from_the_config_reaches_the_neck() -> None:
+    from detkit.engine.build import build_model_from_cfg
+
+    for init, gated in (("scale", True), ("zero", False), ("default", False)):
+        model = build_model_from_cfg({"type": "thundernet_lite", "cem_context_init": init}, 3)
+        assert model.neck.context_init == init
+        assert (model.neck.c5_scale is not None) == gated

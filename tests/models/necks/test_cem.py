@@ -133,3 +133,39 @@ def test_no_cem_projection_starts_like_the_cem_c4_branch() -> None:
     for neck in (CEM(48, 16, out_channels=245), C4Projection(48, 245)):
         std = float(neck(x)["p4"].detach().std())
         assert abs(std - 1.0) < 0.08, (type(neck).__name__, std)
+
+
+def test_scale_context_start_gates_kaiming_branches_at_zero() -> None:
+    torch.manual_seed(0)
+    cem = CEM(8, 48, out_channels=10, context_init="scale")
+    feats = {"c4": torch.randn(2, 8, 6, 6), "c5": torch.randn(2, 48, 3, 3)}
+    out = cem(feats)["p4"]
+    # the gates start at 0, so F_CEM = conv1x1(C4) exactly, while the branch weights keep the
+    # Kaiming start, bound sqrt(3 / 48) = 0.25
+    torch.testing.assert_close(out, cem.conv_c4(feats["c4"]), rtol=0, atol=0)
+    assert cem.c5_scale is not None and cem.glb_scale is not None
+    assert cem.c5_scale.shape == (10,) and float(cem.c5_scale.detach().abs().sum()) == 0.0
+    for conv in (cem.conv_c5, cem.conv_glb):
+        assert 0.9 * 0.25 < float(conv.weight.detach().abs().max()) <= 0.25
+    # L = sum(out): dL/d c5_scale[c] = sum over batch and pixels of lat5[:, c] (the upsampled
+    # C5 branch), and dL/d glb_scale[c] = 36 pixels x sum over batch of glb[:, c]
+    out.sum().backward()
+    with torch.no_grad():
+        lat5 = torch.nn.functional.interpolate(cem.conv_c5(feats["c5"]), size=(6, 6))
+        glb = cem.conv_glb(feats["c5"].mean(dim=(2, 3), keepdim=True))
+    torch.testing.assert_close(cem.c5_scale.grad, lat5.sum(dim=(0, 2, 3)))
+    torch.testing.assert_close(cem.glb_scale.grad, 36 * glb.sum(dim=(0, 2, 3)))
+    # behind a zero gate the branch weights get no gradient at step 0
+    assert float(cem.conv_c5.weight.grad.abs().sum()) == 0.0
+    # once a gate is open the branch adds in: gate 0.5 on C5 alone gives C4 + 0.5 x C5_lat
+    with torch.no_grad():
+        cem.c5_scale.fill_(0.5)
+        want = cem.conv_c4(feats["c4"]) + 0.5 * lat5
+        torch.testing.assert_close(cem(feats)["p4"], want)
+
+
+def test_other_starts_have_no_gates() -> None:
+    for init in ("zero", "default"):
+        cem = CEM(8, 16, out_channels=10, context_init=init)
+        assert cem.c5_scale is None and cem.glb_scale is None
+        assert not any("scale" in n for n, _ in cem.named_parameters())
