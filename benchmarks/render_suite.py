@@ -177,6 +177,36 @@ def recall_section(runs: Mapping[str, Sequence[Pooled]]) -> list[str]:
     return lines + [""]
 
 
+def gt_roi_section(runs: Mapping[str, Sequence[Pooled]], classes: Sequence[str]) -> list[str]:
+    """The R-CNN fed the ground-truth boxes (``gt_roi_scores.json`` of tools/test.py): per
+    class the mean p(true class) and p(background), pooled over the folds that have it."""
+    rows = []
+    for name, seeds in runs.items():
+        sums = {c: [0.0, 0.0, 0.0] for c in classes}  # boxes, sum p(true), sum p(background)
+        folds = 0
+        for run in seeds:
+            for fold in run.folds.values():
+                scores = fold.get("gt_roi_scores")
+                if not scores:
+                    continue
+                folds += 1
+                for c, e in scores["by_class"].items():
+                    if c in sums and e["boxes"]:
+                        sums[c][0] += e["boxes"]
+                        sums[c][1] += e["boxes"] * e["p_true"]
+                        sums[c][2] += e["boxes"] * e["p_background"]
+        if folds:
+            cells = [f"{t / n:.3f} / {b / n:.3f}" if n else "n/a" for n, t, b in sums.values()]
+            rows.append([f"`{name}`", *cells, str(folds)])
+    if not rows:
+        return []
+    lines = ["### The second stage on exact boxes", "",
+             "Each held-out ground-truth box fed to the R-CNN as a RoI: mean p(true class) / "
+             "p(background) per class, over the folds that recorded it (`gt_roi_scores` of "
+             "`tools/test.py`; folds run before it was recorded have none).", ""]
+    return lines + table(["row", *classes, "folds"], rows) + [""]
+
+
 def nms_section(runs: Mapping[str, Sequence[Pooled]]) -> list[str]:
     """NMS kinds on the full model's fold checkpoints."""
     kinds = [k for k in runs if k.startswith("tn_nms:")]
@@ -275,7 +305,8 @@ def render(ctx: suite.Context, out_md: Path, img_dir: Path) -> Path:
              "- Seeds 0, 1, 2 per row (model init, data order, augmentation); folds fixed.",
              threads_line(ctx.out), ""]
     lines += main_section(runs, ctx, calib, classes)
-    lines += claims_lines + recall_section(runs) + nms_section(runs)
+    lines += claims_lines + recall_section(runs) + gt_roi_section(runs, classes)
+    lines += nms_section(runs)
     lines += figures(runs, gt, shown, ctx, calib, img_dir)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines).rstrip() + "\n")

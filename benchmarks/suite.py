@@ -244,6 +244,7 @@ def train_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
     dets = json.loads((work / "test" / "detections.json").read_text())
     write_dets(ctx.dets(row.name, seed, fold), compact(dets))
     recall_file = work / "test" / "proposal_recall.json"
+    gt_roi_file = work / "test" / "gt_roi_scores.json"
     train_log, _ = read_log(work / "log.jsonl")
     body: dict[str, Any] = {
         "config": cfg, "commands": [" ".join(c[1:]) for c in (train_cmd, test_cmd)],
@@ -254,6 +255,8 @@ def train_fold(ctx: Context, row: Row, seed: int, fold: int) -> dict[str, Any]:
         "train_images_per_s": median_images_per_s(work / "log.jsonl"),
         "proposal_recall": (json.loads(recall_file.read_text())
                             if recall_file.is_file() else None),
+        "gt_roi_scores": (json.loads(gt_roi_file.read_text())
+                          if gt_roi_file.is_file() else None),
     }
     if fold == 0:
         body["curves"] = curves_from_log(work / "log.jsonl")

@@ -57,6 +57,10 @@ CLAIMS: tuple[Claim, ...] = (
           "densified small anchors and copy-paste find small objects (FaceBoxes, Kisantal)"),
     Claim("small anchors, Platelets AP", "tn_small_anchors", FULL, "Platelets",
           "densified small anchors cover small objects (FaceBoxes)"),
+    Claim("instance-balanced R-CNN foreground RoIs, Platelets AP", "tn_balanced_rois", FULL,
+          "Platelets", "balanced sampling helps rare, small instances (Libra R-CNN, CVPR 2019)"),
+    Claim("instance-balanced R-CNN foreground RoIs, AP", "tn_balanced_rois", FULL, "AP",
+          "+0.9 AP from IoU-balanced and instance-balanced sampling (Libra R-CNN, COCO)"),
     Claim("CEM", FULL, "tn_no_cem", "AP", "+1.7 AP (ThunderNet, COCO)"),
     Claim("CEM context branches started at zero over the paper's start", FULL,
           "tn_cem_paper_init", "AP", "detkit's from-scratch fix (issue measurement: test AP "

@@ -69,6 +69,8 @@ ROWS: tuple[Row, ...] = (
         baseline=FULL),
     Row("tn_platelets", "small_objects", "small anchors + copy-paste + oversampling + 300 "
         "test proposals", baseline=FULL),
+    Row("tn_balanced_rois", "small_objects", "R-CNN foreground RoIs instance-balanced "
+        "(Libra R-CNN)", baseline=FULL, steps_of=FULL),
     Row("dense_anchors_off", "anchors", "FPN, FaceBoxes sizes, no densification, IoU matching"),
     Row("dense_anchors_on", "anchors", "densification + scale-compensation matching on",
         baseline="dense_anchors_off"),

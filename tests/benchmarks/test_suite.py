@@ -23,7 +23,7 @@ kfold = importlib.import_module("kfold")
 ONE_CHANGE = {
     "tn_loss_smooth_l1": ["model"], "tn_loss_iou": ["model"], "tn_loss_giou": ["model"],
     "tn_loss_diou": ["model"], "tn_no_cem": ["model"], "tn_no_sam": ["model"],
-    "tn_cem_paper_init": ["model"], "tn_cem_scale": ["model"],
+    "tn_cem_paper_init": ["model"], "tn_cem_scale": ["model"], "tn_balanced_rois": ["model"],
     "tn_small_objects": ["data.copy_paste.enabled", "data.oversample.enabled"],
     "tn_label_smoothing": ["train.label_smoothing"], "tn_mixup": ["data.mixup.enabled"],
     "tn_step": ["schedule.decay"], "tn_no_warmup": ["schedule.warmup"],
@@ -32,9 +32,10 @@ ONE_CHANGE = {
 }
 
 # Rows that change only the training recipe (same network, same cost per iteration).
-EQUAL_STEPS = {"tn_cem_paper_init", "tn_cem_scale", "tn_loss_smooth_l1", "tn_loss_iou",
-               "tn_loss_giou", "tn_loss_diou", "tn_small_objects", "tn_label_smoothing",
-               "tn_mixup", "tn_step", "tn_no_warmup", "tn_autoaug", "tn_multiscale", "tn_snip"}
+EQUAL_STEPS = {"tn_cem_paper_init", "tn_cem_scale", "tn_balanced_rois", "tn_loss_smooth_l1",
+               "tn_loss_iou", "tn_loss_giou", "tn_loss_diou", "tn_small_objects",
+               "tn_label_smoothing", "tn_mixup", "tn_step", "tn_no_warmup", "tn_autoaug",
+               "tn_multiscale", "tn_snip"}
 
 
 def test_every_row_config_loads_and_changes_one_thing() -> None:
@@ -231,3 +232,25 @@ def test_render_marks_a_latency_not_in_the_back_to_back_run(tmp_path: Path) -> N
     assert "| 42.0 |" in full_line  # taken from latency.json, unmarked
     assert "| 10.0 * |" in ssd_line  # its own fold figure, marked
     assert "\\* not in that back-to-back run: `ssdlite`" in text
+
+
+def test_gt_roi_section_pools_the_folds_weighted_by_boxes() -> None:
+    render = importlib.import_module("render_suite")
+    claims = importlib.import_module("suite_claims")
+
+    def entry(boxes: int, p_true: float, p_bg: float) -> dict:
+        return {"boxes": boxes, "p_true": p_true, "p_background": p_bg, "top1": 0.0}
+
+    folds = {0: {"gt_roi_scores": {"by_class": {"RBC": entry(3, 0.9, 0.1),
+                                                "Platelets": entry(1, 0.2, 0.8)}}},
+             1: {"gt_roi_scores": {"by_class": {"RBC": entry(1, 0.5, 0.3),
+                                                "Platelets": entry(0, 0.0, 0.0)}}},
+             2: {}}  # a fold run before the figure was recorded
+    runs = {"tn_x": [claims.Pooled("tn_x", 0, folds, [], {}, {}, {})],
+            "tn_old": [claims.Pooled("tn_old", 0, {0: {}, 1: {}, 2: {}}, [], {}, {}, {})]}
+    lines = render.gt_roi_section(runs, ["RBC", "WBC", "Platelets"])
+    # RBC: (3 x 0.9 + 1 x 0.5) / 4 = 0.8 p(true), (3 x 0.1 + 1 x 0.3) / 4 = 0.15 p(bg);
+    # WBC has no box; Platelets only fold 0's box; 2 folds have the figure
+    assert "| `tn_x` | 0.800 / 0.150 | n/a | 0.200 / 0.800 | 2 |" in lines
+    assert not any("tn_old" in line for line in lines)
+    assert render.gt_roi_section({"tn_old": runs["tn_old"]}, ["RBC"]) == []

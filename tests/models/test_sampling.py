@@ -1,9 +1,13 @@
-"""Random balanced sampling and online hard-negative mining on known inputs."""
+"""Random and instance-balanced sampling and online hard-negative mining on known inputs."""
 
 import pytest
 import torch
 
-from detkit.models.sampling import hard_negative_mining, sample_balanced
+from detkit.models.sampling import (
+    hard_negative_mining,
+    sample_balanced,
+    sample_instance_balanced,
+)
 
 
 def _matched(num_pos, num_neg, num_ign):
@@ -66,3 +70,44 @@ def test_bad_inputs():
         sample_balanced(_matched(1, 1, 0), positive_fraction=1.5)
     with pytest.raises(ValueError, match="differ"):
         hard_negative_mining(torch.zeros(3), torch.zeros(4, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_instance_balanced_spreads_the_quota_over_the_boxes(seed):
+    # box 0 has 10 positive candidates, box 1 two, box 2 one; 50 negatives, 3 ignored
+    matched = torch.tensor([0] * 10 + [1] * 2 + [2] + [-1] * 50 + [-2] * 3)
+    g = torch.Generator().manual_seed(seed)
+    pos, neg = sample_instance_balanced(matched, 16, 0.5, generator=g)
+    # quota int(16 * 0.5) = 8, boxes from the fewest candidates up: box 2 takes
+    # min(1, 8 // 3 = 2) = 1, box 1 min(2, 7 // 2 = 3) = 2, box 0 min(10, 5 // 1) = 5
+    assert torch.bincount(matched[pos], minlength=3).tolist() == [5, 2, 1]
+    assert int(neg.sum()) == 16 - 8 and bool((matched[neg] == -1).all())
+    assert not bool((pos & neg).any())
+
+
+def test_instance_balanced_keeps_the_rare_box_that_random_sampling_drops():
+    # one small box with a single candidate (its ground-truth copy) beside 3 large boxes with
+    # 100 candidates each; quota int(64 * 0.25) = 16: the random sampler keeps the small box
+    # with probability 16 / 301 = 0.053 per draw, the balanced one always
+    matched = torch.tensor([0] * 100 + [1] * 100 + [2] * 100 + [3] + [-1] * 500)
+    kept_random = 0
+    for seed in range(200):
+        g = torch.Generator().manual_seed(seed)
+        pos, _ = sample_balanced(matched, 64, 0.25, generator=g)
+        kept_random += int(pos[300])
+        pos, _ = sample_instance_balanced(matched, 64, 0.25, generator=g)
+        assert bool(pos[300]) and int(pos.sum()) == 16
+        # the rest, 15, is spread 15 // 3 = 5 over the three large boxes
+        assert torch.bincount(matched[pos], minlength=4).tolist() == [5, 5, 5, 1]
+    # binomial(200, 0.053): mean 10.6, sd 3.2; 30 is six sd above
+    assert kept_random < 30
+
+
+def test_instance_balanced_takes_every_positive_under_the_quota():
+    matched = _matched(3, 10, 2)
+    pos, neg = sample_instance_balanced(matched, 8, 0.5)
+    # 3 positives <= int(8 * 0.5) = 4: all taken, then 8 - 3 = 5 negatives
+    assert pos.tolist() == [True] * 3 + [False] * 12
+    assert int(neg.sum()) == 5 and not bool(neg[-2:].any())
+    with pytest.raises(ValueError, match="positive_fraction"):
+        sample_instance_balanced(matched, 8, 1.5)

@@ -198,6 +198,7 @@ def thundernet_lite(
     rpn_nms_threshold: float = 0.7,
     rcnn_batch_size_per_image: int = 256,
     rcnn_positive_fraction: float = 0.25,
+    rcnn_positive_sampling: str = "random",
     score_threshold: float = 0.05,
     nms_threshold: float = 0.5,
     max_detections: int = 100,
@@ -237,6 +238,9 @@ def thundernet_lite(
             (1000, 200) by default (see :mod:`detkit.models.heads.rpn`).
         rpn_nms_threshold: proposal NMS IoU (0.7).
         rcnn_batch_size_per_image / rcnn_positive_fraction: RoI sampling (256 / 0.25).
+        rcnn_positive_sampling: "random" (Faster R-CNN) or "instance_balanced" (Libra R-CNN:
+            the foreground quota spread evenly over the ground-truth boxes); see
+            :func:`detkit.models.sampling.sample_instance_balanced`.
         score_threshold / nms_threshold / max_detections / nms_kwargs: final post-processing.
         class_agnostic_nms: one final NMS over all classes (default: per class).
         backbone_weights: optional local state-dict file of the backbone.
@@ -281,6 +285,7 @@ def thundernet_lite(
         RCNNHead(num_classes, feature_channels, class_agnostic=class_agnostic),
         batch_size_per_image=rcnn_batch_size_per_image,
         positive_fraction=rcnn_positive_fraction,
+        positive_sampling=rcnn_positive_sampling,
         box_loss=box_loss,
         box_loss_weight=box_loss_weight,
         label_smoothing=label_smoothing,

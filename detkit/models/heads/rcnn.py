@@ -14,7 +14,10 @@ proposals; RoIs with IoU >= 0.5 to a box are foreground (its label), the others 
 with IoU >= 0.5 to a SNIP ``invalid_boxes`` box (:mod:`detkit.models.snip`: an object outside
 the training scale's valid range is neither foreground nor background);
 ``batch_size_per_image`` RoIs (256, a CPU-sized version of the paper's 512) with at most 25 %
-foreground are sampled.
+foreground are sampled, the foreground at random (``positive_sampling="random"``, Faster
+R-CNN) or spread evenly over the ground-truth boxes (``"instance_balanced"``, Libra R-CNN: a
+small box whose only foreground RoI is often its own copy keeps it beside large boxes with
+hundreds; :func:`detkit.models.sampling.sample_instance_balanced`).
 Classification: :func:`detkit.losses.label_smoothing_cross_entropy` (``label_smoothing`` =
 epsilon, 0 gives plain cross-entropy), averaged over the sampled RoIs. Box loss on the
 foreground RoIs: "smooth_l1" on deltas or an IoU kind ("iou" | "giou" | "diou" | "ciou") on
@@ -42,7 +45,7 @@ from detkit.losses.label_smoothing import label_smoothing_cross_entropy
 from detkit.models.box_coder import BoxCoder, box_regression_loss, normalise_box_loss
 from detkit.models.matching import Matcher
 from detkit.models.postprocess import PostprocessConfig, postprocess_image
-from detkit.models.sampling import sample_balanced
+from detkit.models.sampling import POSITIVE_SAMPLINGS, sample_balanced, sample_instance_balanced
 
 __all__ = ["RCNNHead", "RCNNStage", "SampledRoIs", "ps_roi_align_by_roi_align", "sample_rois"]
 
@@ -148,8 +151,10 @@ def sample_rois(
     matcher: Matcher,
     batch_size_per_image: int = 256,
     positive_fraction: float = 0.25,
+    positive_sampling: str = "random",
 ) -> SampledRoIs:
-    """Append the ground truth to ``proposals`` [P, 4], match and sample (module docstring).
+    """Append the ground truth to ``proposals`` [P, 4], match and sample (module docstring;
+    ``positive_sampling``: "random" or "instance_balanced").
 
     Foreground RoIs come first, then background ones.
     """
@@ -160,7 +165,9 @@ def sample_rois(
         gt_weights = torch.ones(gt.shape[0], dtype=proposals.dtype, device=proposals.device)
     rois = torch.cat([proposals, gt], dim=0)
     matched = matcher(rois, gt, target.get("ignore_boxes"), target.get("invalid_boxes"))
-    pos, neg = sample_balanced(matched, batch_size_per_image, positive_fraction)
+    sampler = sample_instance_balanced if positive_sampling == "instance_balanced" else \
+        sample_balanced
+    pos, neg = sampler(matched, batch_size_per_image, positive_fraction)
     pos_idx = torch.nonzero(pos).flatten()
     neg_idx = torch.nonzero(neg).flatten()
     gt_idx = matched[pos_idx]
@@ -178,6 +185,7 @@ class RCNNStage(nn.Module):
         head: the :class:`RCNNHead`.
         fg_iou_thresh: IoU at which a RoI is foreground (0.5).
         batch_size_per_image / positive_fraction: RoI sampling (256 / 0.25).
+        positive_sampling: "random" (default) or "instance_balanced" foreground RoIs.
         box_loss: "smooth_l1" | "iou" | "giou" | "diou" | "ciou" or a callable on decoded boxes.
         label_smoothing: epsilon of the classification loss (0 = plain cross-entropy).
         box_loss_weight: multiplier of the box loss; None: 1 for smooth-L1, 12 for IoU kinds.
@@ -197,8 +205,13 @@ class RCNNStage(nn.Module):
         postprocess: PostprocessConfig | None = None,
         box_coder: BoxCoder | None = None,
         box_loss_weight: float | None = None,
+        positive_sampling: str = "random",
     ) -> None:
         super().__init__()
+        if positive_sampling not in POSITIVE_SAMPLINGS:
+            raise ValueError(f"positive_sampling must be one of {POSITIVE_SAMPLINGS}, got "
+                             f"{positive_sampling!r}")
+        self.positive_sampling = positive_sampling
         if box_loss_weight is not None and not box_loss_weight >= 0:
             raise ValueError(f"box_loss_weight must be >= 0, got {box_loss_weight}")
         self.box_loss_weight = box_loss_weight
@@ -296,6 +309,7 @@ class RCNNStage(nn.Module):
                     self.matcher,
                     self.batch_size_per_image,
                     self.positive_fraction,
+                    self.positive_sampling,
                 )
                 for p, t in zip(proposals, targets, strict=True)
             ]

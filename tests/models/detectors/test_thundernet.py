@@ -393,3 +393,12 @@ def test_cem_context_init_from_the_config_reaches_the_neck() -> None:
         model = build_model_from_cfg({"type": "thundernet_lite", "cem_context_init": init}, 3)
         assert model.neck.context_init == init
         assert (model.neck.c5_scale is not None) == gated
+
+
+def test_rcnn_positive_sampling_from_the_config_reaches_the_stage() -> None:
+    from detkit.engine.build import build_model_from_cfg
+
+    for kind in ("instance_balanced", "random"):
+        model = build_model_from_cfg({"type": "thundernet_lite",
+                                      "rcnn_positive_sampling": kind}, 3)
+        assert model.rcnn.positive_sampling == kind

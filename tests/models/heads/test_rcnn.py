@@ -236,3 +236,27 @@ def test_class_specific_detect_takes_the_box_of_the_winning_class() -> None:
     torch.testing.assert_close(det["boxes"], rois[0])
     expected = [math.exp(4) / (math.exp(4) + 3), math.exp(3) / (math.exp(3) + 3)]
     torch.testing.assert_close(det["scores"], torch.tensor(expected))
+
+
+def test_instance_balanced_positive_sampling_keeps_the_small_box() -> None:
+    # 40 proposals exactly on a large box (label 1) and none near the small box (label 2):
+    # the small box's only foreground RoI is its own ground-truth copy
+    large = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    small = torch.tensor([[200.0, 200.0, 210.0, 210.0]])
+    target = {"boxes": torch.cat([large, small]), "labels": torch.tensor([1, 2])}
+    proposals = large.expand(40, 4).clone()
+    matcher = Matcher(0.5, 0.5, allow_low_quality_matches=False)
+    stage = RCNNStage(RCNNHead(2, 245), batch_size_per_image=16, positive_fraction=0.25,
+                      positive_sampling="instance_balanced").train()
+    assert stage.positive_sampling == "instance_balanced"
+    torch.manual_seed(0)
+    # 42 RoIs, 41 on the large box and 1 on the small one; quota int(16 * 0.25) = 4: the small
+    # box takes min(1, 4 // 2) = 1, the large min(41, 3 // 1) = 3
+    s = sample_rois(proposals, target, matcher, 16, 0.25, stage.positive_sampling)
+    assert sorted(s.labels.tolist()) == [1, 1, 1, 2]
+    # the random sampler keeps the small box's copy with probability 4 / 42 per image
+    kept = sum(2 in sample_rois(proposals, target, matcher, 16, 0.25).labels.tolist()
+               for _ in range(100))
+    assert kept < 25  # binomial(100, 0.095): mean 9.5, sd 2.9
+    with pytest.raises(ValueError, match="positive_sampling"):
+        RCNNStage(RCNNHead(2, 245), positive_sampling="balanced")
