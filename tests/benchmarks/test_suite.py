@@ -180,17 +180,23 @@ def _write_fold(ctx, row: str, seed: int, fold: int, dets: list) -> None:  # typ
     store.write_dets(ctx.dets(row, seed, fold), dets)
 
 
-def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
-    render = importlib.import_module("render_suite")
+def _toy_context(tmp_path: Path, images_count: int):  # type: ignore[no-untyped-def]
+    """A suite context on a toy dataset: ``images_count`` 64-px images, one 20-px box each."""
     data = tmp_path / "data"
     data.mkdir()
-    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(1, 13)]
+    ids = range(1, images_count + 1)
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in ids]
     anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
-             "iscrowd": 0} for i in range(1, 13)]
+             "iscrowd": 0} for i in ids]
     (data / "train.json").write_text(json.dumps({"images": images, "annotations": anns,
                                                  "categories": [{"id": 1, "name": "cell"}]}))
-    ctx = suite.make_context(str(data), None, "toy", 3, 2.0, out_root=tmp_path / "results",
-                             work_root=tmp_path / "work")
+    return suite.make_context(str(data), None, "toy", 3, 2.0, out_root=tmp_path / "results",
+                              work_root=tmp_path / "work")
+
+
+def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
+    render = importlib.import_module("render_suite")
+    ctx = _toy_context(tmp_path, 12)
     for fold, (_, test_file) in enumerate(ctx.folds.files):
         ids = [im["id"] for im in json.loads(test_file.read_text())["images"]]
         # the full model finds every box; the no-CEM row finds none (a far box instead)
@@ -212,15 +218,7 @@ def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
 
 def test_render_marks_a_latency_not_in_the_back_to_back_run(tmp_path: Path) -> None:
     render = importlib.import_module("render_suite")
-    data = tmp_path / "data"
-    data.mkdir()
-    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(1, 7)]
-    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
-             "iscrowd": 0} for i in range(1, 7)]
-    (data / "train.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                 "categories": [{"id": 1, "name": "cell"}]}))
-    ctx = suite.make_context(str(data), None, "toy", 3, 2.0, out_root=tmp_path / "results",
-                             work_root=tmp_path / "work")
+    ctx = _toy_context(tmp_path, 6)
     for fold in range(3):
         _write_fold(ctx, rows.FULL, 0, fold, [])
         _write_fold(ctx, "ssdlite", 0, fold, [])  # its fold-0 latency_ms: 10.0

@@ -8,7 +8,9 @@ How the literals were obtained: this module's ``pinned_run`` was run on the code
 f332040 (before the recipe / hooks / detector-protocol reorganisation), CPU, one thread,
 ``torch.use_deterministic_algorithms(True)``, and the printed values were copied here. They
 are float32 results of a deterministic CPU run, so they are compared with a relative tolerance
-of 1e-5 (summation order of BLAS kernels may differ between machines, not between commits).
+of 1e-3 (summation order of BLAS kernels may differ between machines, not between commits:
+on one machine of this pool the unchanged code of commit 4250688 gave the dense detector's
+score sum 2.418945 against the recorded 2.418202, 3.1e-4 relative, at 1e-5 it failed).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def test_pinned_run_reproduces_the_recorded_numbers(name: str, tmp_path: Path) -
         if key == "num_dets":
             assert got[key] == value
         else:
-            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+            assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-7), key
 
 
 if __name__ == "__main__":  # regenerate the literals: python tests/engine/test_pinned_behaviour.py
