@@ -213,6 +213,11 @@ def test_render_pools_folds_and_judges_a_claim(tmp_path: Path) -> None:
            "[+1.000, +1.000] | **holds** |" in text
     assert "| SAM | `thundernet_full` | `tn_no_sam` | AP |  |  | not run yet |" in text
     assert "all 12 images of `toy`" in text
+    # the command under the claims table names the claim rows (the main table's does not
+    # name tn_no_cem) and the data set
+    claims_cmd = [ln for ln in text.splitlines()
+                  if ln.startswith("python benchmarks/suite.py run") and "tn_no_cem" in ln]
+    assert len(claims_cmd) == 1 and "--data DIR --name toy" in claims_cmd[0]
     assert (tmp_path / "docs" / "img" / "toy_claims.png").is_file()
 
 
