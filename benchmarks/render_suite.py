@@ -123,8 +123,7 @@ def claims_section(runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, Any],
             rows.append([claim.name, f"`{claim.with_row}`", f"`{claim.without_row}`",
                          claim.metric, "", "", "not run yet", "", "", "", claim.paper])
             continue
-        same_model = claim.with_row.split(":")[0] == claim.without_row.split(":")[0]
-        halves.append(((result.high - result.low) / 2, same_model))
+        halves.append(((result.high - result.low) / 2, claim.same_models))
         shown.append((claim.name, result.delta, result.low, result.high))
         rows.append([claim.name, f"`{claim.with_row}`", f"`{claim.without_row}`", claim.metric,
                      seeds_cell(a, claim.metric), seeds_cell(b, claim.metric),
@@ -146,8 +145,7 @@ def claims_section(runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, Any],
         lines += ["Intervals: paired bootstrap, 1000 replicates, images and seeds resampled "
                   "(images shared by both sides); with one seed per row the seed-to-seed "
                   "variation is not in the interval yet.", ""]
-    names = list(dict.fromkeys(n.split(":")[0] for c in CLAIMS
-                               for n in (c.with_row, c.without_row)))
+    names = list(dict.fromkeys(n for c in CLAIMS for n in c.rows))
     lines += ["Reproduce (rows that the main table already ran are skipped as finished):", ""]
     return lines + command(names, ctx), shown
 

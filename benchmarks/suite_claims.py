@@ -37,6 +37,16 @@ class Claim:
     metric: str
     paper: str
 
+    @property
+    def rows(self) -> tuple[str, str]:
+        """The suite rows behind the two sides (``row:kind`` names its row)."""
+        return self.with_row.split(":")[0], self.without_row.split(":")[0]
+
+    @property
+    def same_models(self) -> bool:
+        """Both sides are test-time settings of the same trained models (seeds paired)."""
+        return self.rows[0] == self.rows[1]
+
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("CIoU loss over smooth-L1", FULL, "tn_loss_smooth_l1", "AP",
@@ -168,7 +178,7 @@ def judge(claim: Claim, runs: Mapping[str, Sequence[Pooled]], gt: Mapping[str, A
     area = "small" if claim.metric == "APs" else "all"
     iou = 0.5 if claim.metric == "AP50" else None
     category = None if claim.metric in ("AP", "AP50", "APs") else claim.metric
-    paired = claim.with_row.split(":")[0] == claim.without_row.split(":")[0]
+    paired = claim.same_models
     if paired:
         seeds = sorted({r.seed for r in a} & {r.seed for r in b})
         a = [r for r in a if r.seed in seeds]
